@@ -1,0 +1,216 @@
+"""The `pagewalk` command: arguments in, library calls, output out. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from .errors import PagewalkError, UsageError
+
+_REG_HELP = """\
+page-table roots, per architecture (NAME=VALUE, repeatable; the image supplies them where it can):
+  x86_64   cr3 (root; the QEMU CPU-state note has it), cr4 (bit 12 LA57 = 5-level paging);
+           VMCOREINFO's SYMBOL(init_top_pgt) + NUMBER(phys_base) give the kernel's own root.
+"""
+
+
+def _common(p: argparse.ArgumentParser, image: bool = True) -> None:
+    if image:
+        p.add_argument("image", help="QEMU dump-guest-memory ELF core, ELF vmcore, or raw physical dump")
+    p.add_argument("--arch", help="architecture (default: from the image): x86_64")
+    p.add_argument("--reg", action="append", metavar="NAME=VALUE", help="a register value, e.g. cr3=0x1000")
+    p.add_argument("--base", metavar="PA", help="first physical address of a raw dump (default 0)")
+    p.add_argument("--image-format", choices=("auto", "elf", "raw"), default="auto")
+    p.add_argument("--kallsyms", metavar="FILE", help="/proc/kallsyms or System.map of the guest (KASLR layout)")
+    p.add_argument("--define", action="append", metavar="NAME=VALUE", help="a layout constant, e.g. PAGE_OFFSET=0x...")
+    p.add_argument("--pti", choices=("auto", "on", "off"), default="auto", help="page-table isolation (default: detect)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="pagewalk",
+        description="Walk CPU page tables in memory images and dump them the way the Linux kernel does.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_REG_HELP,
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("dump", help="the kernel's ptdump text (debugfs page_tables/kernel)", epilog=_REG_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(d)
+    d.add_argument("--view", default="kernel", choices=("kernel", "current_kernel", "current_user"))
+    d.add_argument("--format", choices=("text", "json"), default="text")
+    d.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    c = sub.add_parser("checkwx", help="the kernel's W+X check; exit 0 passed, 1 W+X found")
+    _common(c)
+    t = sub.add_parser("translate", help="translate a VA: per-level trace, then the PA or the fault")
+    _common(t)
+    t.add_argument("va", help="virtual address")
+    t.add_argument("--view", default="kernel", choices=("kernel", "current_kernel", "current_user"))
+    t.add_argument("--format", choices=("text", "json"), default="text")
+    x = sub.add_parser("extract", help="write a small ELF core with only the page tables and the notes")
+    _common(x)
+    x.add_argument("-o", "--output", required=True, metavar="FILE")
+    x.add_argument("--keep-va", action="append", metavar="VA", help="also keep the page holding this VA")
+    return ap
+
+
+def _target(args: argparse.Namespace):
+    from .memory import open_image
+    from .target import parse_assignments, parse_int, read_kallsyms, resolve
+
+    base = parse_int(args.base) if args.base else None
+    mem = open_image(args.image, args.image_format, base)
+    for w in getattr(mem, "warnings", []):
+        _note(args, f"warning: {w}")
+    regs = parse_assignments(args.reg, "--reg")
+    defines = parse_assignments(args.define, "--define")
+    kallsyms = read_kallsyms(args.kallsyms) if args.kallsyms else {}
+    target = resolve(mem, args.arch, regs, kallsyms, defines, args.pti)
+    for n in target.notes:
+        _note(args, f"note: {n}")
+    return target, kallsyms
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"pagewalk: {text}", file=sys.stderr)
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    from .api import dump
+
+    target, _ = _target(args)
+    if args.output:
+        with open(args.output, "w") as f:
+            dump(target, args.view, f, args.format)
+    else:
+        dump(target, args.view, sys.stdout, args.format)
+    return 0
+
+
+def cmd_checkwx(args: argparse.Namespace) -> int:
+    from .api import checkwx
+
+    target, _ = _target(args)
+    res = checkwx(target)
+    for line in res.lines:
+        print(line)
+    return 0 if res.passed else 1
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .target import parse_int
+    from .translate import translate
+
+    target, _ = _target(args)
+    va = parse_int(args.va)
+    root = target.root(args.view)
+    tr = translate(target.mem, target.mode, root, va)
+    if args.format == "json":
+        import json
+
+        doc = {
+            "schema": "pagewalk.translate",
+            "version": 1,
+            "va": va,
+            "mode": target.mode.name,
+            "root_pa": root,
+            "steps": [s.__dict__ for s in tr.steps],
+            "pa": tr.pa,
+            "page_size": tr.page_size,
+            "fault": tr.fault,
+        }
+        print(json.dumps(doc, indent=1))
+        return 0 if tr.ok else 1
+    print(f"va {va:#018x}  {target.mode.name}  root {root:#x} ({args.view})")
+    for s in tr.steps:
+        entry_pa = s.table_pa + s.index * target.mode.entry_bytes
+        if s.entry is None:
+            print(f"  {s.level}[{s.index:3d}] @ {entry_pa:#x}: table not in the image")
+            continue
+        print(f"  {s.level}[{s.index:3d}] @ {entry_pa:#x} = {s.entry:#018x}  {s.flags}  -> {s.kind}")
+    if tr.ok:
+        size = _size_text(tr.page_size or 0)
+        print(f"pa {tr.pa:#x}  ({size} page; effective: {_x86_perm_text(tr.perm)})")
+        return 0
+    print(f"fault: {tr.fault}")
+    return 1
+
+
+def _size_text(n: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return f"{n}B"
+
+
+def _x86_perm_text(perm: int) -> str:
+    return " ".join(
+        (
+            "user" if perm & 4 else "kernel",
+            "RW" if perm & 2 else "ro",
+            "NX" if perm & (1 << 63) else "x",
+        )
+    )
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from .api import table_pages
+    from .memory.write import write_elf_core
+    from .target import parse_int
+    from .translate import translate
+
+    target, kallsyms = _target(args)
+    mem = target.mem
+    pages = table_pages(target)
+    keep = set()
+    vas = [parse_int(v) for v in args.keep_va or []]
+    vas += [kallsyms[s] for s in ("page_offset_base", "vmalloc_base", "vmemmap_base") if s in kallsyms]
+    for va in vas:
+        tr = translate(mem, target.mode, target.root("kernel"), va)
+        if tr.ok:
+            keep.add(tr.pa & ~4095)
+        else:
+            _note(args, f"warning: --keep-va {va:#x}: {tr.fault}")
+    chunks = [(pa, mem.read(pa, size)) for pa, size in pages.items()]
+    chunks += [(pa, mem.read(pa, 4096)) for pa in keep if mem.contains(pa, 4096)]
+    little = getattr(mem, "little_endian", True)
+    notes = mem.cpu.notes
+    if not notes:
+        notes = _synth_notes(target)
+    n = write_elf_core(args.output, target.mode.arch, little, notes, chunks)
+    _note(args, f"wrote {args.output}: {len(chunks)} pages, {n} bytes")
+    return 0
+
+
+def _synth_notes(target) -> list[tuple[str, int, bytes]]:
+    """Notes for an image that had none (a raw dump): registers as a VMCOREINFO-style note."""
+    text = "".join(f"PAGEWALK_REG({k})={v:#x}\n" for k, v in sorted(target.mem.cpu.regs.items()))
+    return [("VMCOREINFO", 0, text.encode())] if text else []
+
+
+COMMANDS = {"dump": cmd_dump, "checkwx": cmd_checkwx, "translate": cmd_translate, "extract": cmd_extract}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return COMMANDS[args.cmd](args)
+    except PagewalkError as e:
+        print(f"pagewalk: error: {e}", file=sys.stderr)
+        return e.exit_code if not isinstance(e, UsageError) else 2
+    except BrokenPipeError:
+        # `pagewalk dump ... | head`: the reader left; not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

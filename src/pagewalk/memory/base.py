@@ -1,0 +1,170 @@
+"""The PhysicalMemory protocol and its mmap-backed implementation shared by every format."""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import MemoryReadError
+
+
+@dataclass
+class CpuState:
+    """What an image says about the machine: registers, VMCOREINFO, architecture."""
+
+    arch: str | None = None  # "x86_64", "aarch64", ...
+    regs: dict[str, int] = field(default_factory=dict)  # lower-case names: cr3, cr4, ...
+    vmcoreinfo: dict[str, str] = field(default_factory=dict)
+    notes: list[tuple[str, int, bytes]] = field(default_factory=list)  # (name, type, desc) as found
+
+
+class PhysicalMemory(Protocol):
+    """Guest-physical memory: read bytes, typed tables, or many tables at once."""
+
+    def read(self, pa: int, size: int) -> bytes: ...
+
+    def runs(self) -> list[tuple[int, int]]: ...
+
+    def table(self, pa: int, count: int, dtype: np.dtype) -> np.ndarray: ...
+
+    def gather_tables(
+        self, pas: np.ndarray, count: int, dtype: np.dtype
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class MappedMemory:
+    """Physical memory served from one mmapped file through a sorted segment list.
+
+    `seg_pa[i]`..`seg_end[i]` lives at file offset `seg_off[i]`. Reads never copy more than
+    asked; tables come back as numpy views of the mapping.
+    """
+
+    def __init__(self, path: str, segments: list[tuple[int, int, int]], cpu: CpuState | None = None):
+        self.path = path
+        self._file = open(path, "rb")
+        size = self._file.seek(0, 2)
+        self.file_size = size
+        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        segs = sorted((pa, n, off) for pa, n, off in segments if n > 0)
+        self.seg_pa = np.array([s[0] for s in segs], dtype=np.uint64)
+        self.seg_end = np.array([s[0] + s[1] for s in segs], dtype=np.uint64)
+        self.seg_off = np.array([s[2] for s in segs], dtype=np.int64)
+        self._segs = segs
+        self.cpu = cpu or CpuState()
+        self._views: dict[str, np.ndarray] = {}
+        self._bytes = np.frombuffer(self._mm, dtype=np.uint8) if self._mm is not None else np.zeros(0, np.uint8)
+
+    # -- scalar access ---------------------------------------------------------------------
+    def runs(self) -> list[tuple[int, int]]:
+        """(first PA, end PA) of every contiguous piece of physical memory the image holds."""
+        out: list[tuple[int, int]] = []
+        for pa, n, _ in self._segs:
+            if out and out[-1][1] == pa:
+                out[-1] = (out[-1][0], pa + n)
+            else:
+                out.append((pa, pa + n))
+        return out
+
+    def _locate(self, pa: int, size: int) -> int:
+        i = int(np.searchsorted(self.seg_pa, np.uint64(pa), side="right")) - 1
+        if i < 0 or pa + size > int(self.seg_end[i]):
+            # A read may straddle two adjacent segments; callers that need that use read().
+            raise MemoryReadError(pa, size)
+        return int(self.seg_off[i]) + (pa - int(self.seg_pa[i]))
+
+    def contains(self, pa: int, size: int = 1) -> bool:
+        try:
+            self._locate(pa, size)
+        except MemoryReadError:
+            return False
+        return True
+
+    def read(self, pa: int, size: int) -> bytes:
+        """`size` bytes at `pa`, across segment boundaries where they are contiguous."""
+        out = bytearray()
+        while size > 0:
+            i = int(np.searchsorted(self.seg_pa, np.uint64(pa), side="right")) - 1
+            if i < 0 or pa >= int(self.seg_end[i]):
+                raise MemoryReadError(pa, size)
+            n = min(size, int(self.seg_end[i]) - pa)
+            off = int(self.seg_off[i]) + (pa - int(self.seg_pa[i]))
+            out += self._mm[off : off + n]
+            pa += n
+            size -= n
+        return bytes(out)
+
+    def read_u64(self, pa: int, byteorder: str = "<") -> int:
+        return int.from_bytes(self.read(pa, 8), "little" if byteorder == "<" else "big")
+
+    # -- typed, vectorised access ------------------------------------------------------------
+    def _typed(self, dtype: np.dtype, phase: int) -> np.ndarray:
+        """The whole file as an array of `dtype` starting at byte `phase` (zero-copy)."""
+        key = f"{dtype.str}/{phase}"
+        v = self._views.get(key)
+        if v is None:
+            n = (self.file_size - phase) // dtype.itemsize
+            v = np.frombuffer(self._mm, dtype=dtype, count=n, offset=phase) if n > 0 else np.zeros(0, dtype)
+            self._views[key] = v
+        return v
+
+    def table(self, pa: int, count: int, dtype: np.dtype) -> np.ndarray:
+        """`count` entries of `dtype` at `pa` as a read-only view (MemoryReadError if absent)."""
+        dtype = np.dtype(dtype)
+        off = self._locate(pa, count * dtype.itemsize)
+        return np.frombuffer(self._mm, dtype=dtype, count=count, offset=off)
+
+    def file_offsets(self, pas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """File offsets of many PAs, and whether `size` bytes from each lie in one segment."""
+        pas = np.asarray(pas, dtype=np.uint64)
+        if len(self.seg_pa) == 0:
+            return np.zeros(len(pas), np.int64), np.zeros(len(pas), bool)
+        i = np.searchsorted(self.seg_pa, pas, side="right").astype(np.int64) - 1
+        ok = i >= 0
+        ic = np.where(ok, i, 0)
+        ok &= pas + np.uint64(size) <= self.seg_end[ic]
+        ok &= pas >= self.seg_pa[ic]
+        off = self.seg_off[ic] + (pas - self.seg_pa[ic]).astype(np.int64)
+        return np.where(ok, off, 0), ok
+
+    def gather_tables(self, pas: np.ndarray, count: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """Many tables at once: a (len(pas), count) array and a mask of the tables the image holds.
+
+        Missing tables come back as rows of zeros with mask False.
+        """
+        dtype = np.dtype(dtype)
+        isz = dtype.itemsize
+        off, ok = self.file_offsets(pas, count * isz)
+        if len(off) == 0:
+            return np.zeros((0, count), dtype), ok
+        phase = off % isz
+        out = np.zeros((len(off), count), dtype)
+        for ph in np.unique(phase[ok]):
+            sel = ok & (phase == ph)
+            view = self._typed(dtype, int(ph))
+            idx = (off[sel] - ph) // isz
+            out[sel] = view[idx[:, None] + np.arange(count)]
+        return out, ok
+
+    def gather(self, pas: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """One value of `dtype` at each PA, and whether the image holds it."""
+        t, ok = self.gather_tables(pas, 1, dtype)
+        return t[:, 0], ok
+
+    def close(self) -> None:
+        self._views.clear()
+        self._bytes = np.zeros(0, np.uint8)
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass  # a caller still holds a view; the mapping goes with it
+        self._file.close()
+
+    def __enter__(self) -> "MappedMemory":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

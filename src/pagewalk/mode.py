@@ -1,0 +1,116 @@
+"""Paging modes as data: the VA split per level, entry format, and a few whole-table hooks.
+
+A mode describes one hardware translation regime the way the kernel's generic code sees it:
+levels from the root down, each with its kernel name and its note_page()/pte_hole() level
+numbers (folded levels accounted for, as `real_depth()` in mm/pagewalk.c does). Sizes are
+computed from the shifts, never typed in. Everything an architecture knows about its entries
+lives in the hooks, which take one level and a numpy array of raw entries and work on all of them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+class Kind(enum.IntEnum):
+    """How the kernel's generic walker treats one entry (mm/pagewalk.c, walk_p?d_range())."""
+
+    HOLE = 0  # p?d_none() or p?d_bad(): pte_hole(addr, next, depth)
+    LEAF = 1  # p?d_leaf(), or any PTE slot: note_page(addr, level, val)
+    TABLE = 2  # descend into the next-level table
+    SKIP = 3  # not none, not a leaf, not present: neither reported nor descended into
+
+
+class HwKind(enum.IntEnum):
+    """What the MMU does with one entry during a translation."""
+
+    FAULT = 0
+    LEAF = 1
+    TABLE = 2
+
+
+@dataclass(frozen=True)
+class Level:
+    """One hardware level: which VA bits index it and what the kernel calls it."""
+
+    name: str  # kernel name: pgd, p4d, pud, pmd, pte
+    shift: int  # VA bit where this level's index starts (log2 of the size one entry maps)
+    bits: int  # index width: the table has 1 << bits entries
+    klevel: int  # level number of note_page() events for entries of this table (0 pgd .. 4 pte)
+    hole_depth: int  # depth that pte_hole() reports for a none entry (folded levels merged)
+
+    @property
+    def entries(self) -> int:
+        return 1 << self.bits
+
+    @property
+    def entry_span(self) -> int:
+        """Bytes of VA one entry maps."""
+        return 1 << self.shift
+
+    @property
+    def table_span(self) -> int:
+        """Bytes of VA one whole table maps."""
+        return 1 << (self.shift + self.bits)
+
+
+# Hook signatures. `level` is the hardware level index, 0 = root.
+Classify = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+Perm = Callable[[int, np.ndarray], np.ndarray]
+Combine = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PagingMode:
+    """A paging mode: geometry plus whole-array hooks for the kernel's and the MMU's view.
+
+    `classify(level, entries)` gives (Kind per entry, next-table or output PA per entry) as the
+    kernel's walker sees them; `hw_classify` the same as the MMU sees them (HwKind, and a reason
+    code the arch explains in `fault_reason`). `perm` extracts the bits that are inherited down the
+    levels and `perm_combine(parent, child)` folds them, as x86's effective_prot() does.
+    """
+
+    name: str
+    arch: str
+    levels: tuple[Level, ...]
+    entry_bytes: int
+    byteorder: str  # "<" little-endian, ">" big-endian
+    va_bits: int  # VA bits translated from the root
+    canonical: bool  # upper half addressed by sign extension (x86-64, arm64 TTBR1, riscv)
+    pa_bits: int
+    classify: Classify
+    hw_classify: Classify
+    perm: Perm
+    perm_combine: Combine
+    perm_top: int  # permission word above the root (the identity of perm_combine)
+    ptdump_key_mask: int  # entry bits whose change starts a new ptdump run
+    root_align: int = 4096
+    fault_reason: Callable[[int], str] = field(default=lambda code: "fault")
+    describe: Callable[[int, int], str] = field(default=lambda level, entry: "")
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(f"{self.byteorder}u{self.entry_bytes}")
+
+    @property
+    def top_span(self) -> int:
+        """Bytes of VA the root table maps (1 << va_bits)."""
+        return self.levels[0].table_span
+
+    def canonical_va(self, rel: int) -> int:
+        """The VA of offset `rel` in the root table's span (sign-extended where canonical)."""
+        if self.canonical and rel >> (self.va_bits - 1):
+            return rel | ((1 << 64) - (1 << self.va_bits))
+        return rel
+
+    def table_offset(self, va: int) -> int:
+        """Offset of `va` in the root table's span (the inverse of canonical_va)."""
+        return va & ((1 << self.va_bits) - 1)
+
+    def is_canonical(self, va: int) -> bool:
+        return self.canonical_va(self.table_offset(va)) == va

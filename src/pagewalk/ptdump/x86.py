@@ -1,0 +1,224 @@
+"""The x86 ptdump text and W+X check: arch/x86/mm/dump_pagetables.c (v5.8+ semantics, v6.12 text).
+
+`X86State.note()` is that file's note_page(); `printk_prot()` and the marker table are copied
+in behaviour, column for column. Marker addresses that KASLR moves (PAGE_OFFSET, VMALLOC_START,
+VMEMMAP_START) come from a `Layout`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from ..arch.x86 import _PAGE_GLOBAL, _PAGE_NX, _PAGE_PAT_LARGE, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT, _PAGE_RW, _PAGE_USER
+
+TOP = 1 << 64
+LEVEL_NAME = ("pgd", "p4d", "pud", "pmd", "pte")
+_UNITS = "BKMGTPE"
+
+
+@dataclass
+class Layout:
+    """The x86-64 kernel's address-space layout (arch/x86/include/asm/pgtable_64_types.h).
+
+    Defaults are the non-KASLR values; `fixed` lists the names that came from the image or the
+    command line rather than from these defaults.
+    """
+
+    l5: bool
+    page_offset: int | None = None
+    vmalloc_start: int | None = None
+    vmemmap_start: int | None = None
+    modules_vaddr: int = 0xFFFFFFFFC0000000  # __START_KERNEL_map + KERNEL_IMAGE_SIZE (1 GiB, RANDOMIZE_BASE)
+    modules_end: int = 0xFFFFFFFFFF000000
+    fixaddr_start: int | None = None
+    kasan: bool = False
+    ldt: bool = True  # CONFIG_MODIFY_LDT_SYSCALL
+    espfix: bool = True  # CONFIG_X86_ESPFIX64
+    efi: bool = True  # CONFIG_EFI
+    known: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.page_offset is None:
+            self.page_offset = 0xFF11000000000000 if self.l5 else 0xFFFF888000000000
+        if self.vmalloc_start is None:
+            self.vmalloc_start = 0xFFA0000000000000 if self.l5 else 0xFFFFC90000000000
+        if self.vmemmap_start is None:
+            self.vmemmap_start = 0xFFD4000000000000 if self.l5 else 0xFFFFEA0000000000
+        if self.fixaddr_start is None:
+            self.fixaddr_start = DEFAULT_FIXADDR_START
+
+    @property
+    def pgdir_shift(self) -> int:
+        return 48 if self.l5 else 39
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """ptdump_ranges[] of ptdump_walk_pgd_level_core(): the lower half, then the kernel
+        half from GUARD_HOLE_END_ADDR (the hypervisor guard hole is not walked)."""
+        half = 1 << ((56 if self.l5 else 47))
+        guard_hole_end = (TOP - (256 << self.pgdir_shift)) + (16 << self.pgdir_shift)
+        return [(0, half), (guard_hole_end, TOP - 1)]
+
+    def markers(self) -> list[tuple[int, str, int]]:
+        """address_markers[] in array order: (start, name, max_lines), END last."""
+        p4d_shift = 39
+        m: list[tuple[int, str, int]] = [(0, "User Space", 0), (1 << 63, "Kernel Space", 0)]
+        if self.ldt:
+            m.append(((TOP - (240 << self.pgdir_shift)), "LDT remap", 0))
+        m += [
+            (self.page_offset, "Low Kernel Mapping", 0),
+            (self.vmalloc_start, "vmalloc() Area", 0),
+            (self.vmemmap_start, "Vmemmap", 0),
+        ]
+        m.append((TOP - (4 << p4d_shift), "CPU entry Area", 0))
+        if self.espfix:
+            m.append((TOP - (2 << p4d_shift), "ESPfix Area", 16))
+        if self.efi:
+            m.append((TOP - 68 * (1 << 30), "EFI Runtime Services", 0))
+        m += [
+            (0xFFFFFFFF80000000, "High Kernel Mapping", 0),
+            (self.modules_vaddr, "Modules", 0),
+            (self.modules_end, "End Modules", 0),
+            (self.fixaddr_start, "Fixmap Area", 0),
+            (TOP - 1, "", 0),
+        ]
+        return m
+
+
+# FIXADDR_START of the Debian 6.1 and 6.12 amd64 kernels (both: FIXADDR_TOP 0xffffffffff5ff000
+# minus their fixmap size). It depends on the kernel configuration (NR_CPUS, ...): give another
+# kernel's value with --define FIXADDR_START=...
+DEFAULT_FIXADDR_START = 0xFFFFFFFFFF579000
+
+
+def printk_prot(prot: int, level: int) -> str:
+    """printk_prot(): 30 columns of flags (or blanks when not present), then the level name."""
+    if not prot & _PAGE_PRESENT:
+        s = " " * 30
+    else:
+        s = (
+            ("USR " if prot & _PAGE_USER else "    ")
+            + ("RW " if prot & _PAGE_RW else "ro ")
+            + ("PWT " if prot & _PAGE_PWT else "    ")
+            + ("PCD " if prot & _PAGE_PCD else "    ")
+            # bit 7 is PSE in upper levels and PAT in a PTE
+            + ("PSE " if level <= 3 and prot & _PAGE_PSE else "    ")
+            + (
+                "PAT "
+                if (level == 4 and prot & _PAGE_PSE) or (level in (2, 3) and prot & _PAGE_PAT_LARGE)
+                else "    "
+            )
+            + ("GLB " if prot & _PAGE_GLOBAL else "    ")
+            + ("NX " if prot & _PAGE_NX else "x  ")
+        )
+    return s + LEVEL_NAME[level] + "\n"
+
+
+class X86State:
+    """note_page() of arch/x86/mm/dump_pagetables.c, with its W+X accounting (note_wx())."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        out: TextIO | None,
+        check_wx: bool = False,
+        bits: int = 64,
+        records: list[dict] | None = None,
+    ) -> None:
+        self.markers = layout.markers()
+        self.out = out
+        self.records = records
+        self.ranges_written = 0
+        self.check_wx = check_wx
+        self.width = bits // 4
+        self.mod = 1 << bits
+        self.level = -1
+        self.current_prot = 0
+        self.effective_prot = 0
+        self.start_address = 0
+        self.marker = 0
+        self.lines = 0
+        self.wx_pages = 0
+        self.wx_ranges: list[tuple[int, int]] = []
+
+    def _print(self, s: str) -> None:
+        if self.out is not None:
+            self.out.write(s)
+
+    def next_marker(self) -> int | None:
+        if self.level == -1 or self.marker + 1 >= len(self.markers):
+            return None
+        return self.markers[self.marker + 1][0]
+
+    def note(self, va: int, level: int, val: int, key: int, eff: int) -> None:
+        new_prot = key
+        new_eff = 0 if val == 0 else eff
+        if self.level == -1:
+            self.current_prot = new_prot
+            self.effective_prot = new_eff
+            self.level = level
+            self.marker = 0
+            self.lines = 0
+            self._print(f"---[ {self.markers[0][1]} ]---\n")
+            return
+        nxt = self.markers[self.marker + 1][0]
+        if new_prot == self.current_prot and new_eff == self.effective_prot and level == self.level and va < nxt:
+            return
+        if self.check_wx and self.effective_prot & _PAGE_RW and not self.effective_prot & _PAGE_NX:
+            self.wx_pages += ((va - self.start_address) % self.mod) // 4096
+            self.wx_ranges.append((self.start_address, va))
+        max_lines = self.markers[self.marker][2]
+        shown = not max_lines or self.lines < max_lines
+        if self.records is not None and shown:
+            self.records.append(self._record(va))
+        if self.out is not None and shown:
+            self.ranges_written += 1
+            delta = (va - self.start_address) % self.mod
+            unit = 0
+            while not delta & 1023 and unit < 6:
+                delta >>= 10
+                unit += 1
+            w = self.width
+            self.out.write(
+                f"0x{self.start_address:0{w}x}-0x{va:0{w}x}   {delta:9d}{_UNITS[unit]} "
+                + printk_prot(self.current_prot, self.level)
+            )
+        self.lines += 1
+        if va >= nxt:
+            if max_lines and self.lines > max_lines:
+                nskip = self.lines - max_lines
+                if self.records is not None:
+                    self.records.append({"skipped": nskip, "marker": self.markers[self.marker][1]})
+                self._print(f"... {nskip} entr{'y' if nskip == 1 else 'ies'} skipped ... \n")
+            self.marker += 1
+            self.lines = 0
+            self._print(f"---[ {self.markers[self.marker][1]} ]---\n")
+        self.start_address = va
+        self.current_prot = new_prot
+        self.effective_prot = new_eff
+        self.level = level
+
+    def _record(self, va: int) -> dict:
+        prot = self.current_prot
+        present = bool(prot & _PAGE_PRESENT)
+        return {
+            "start": self.start_address,
+            "end": va if va else 1 << 64,
+            "size": (va - self.start_address) % self.mod or self.mod,
+            "level": LEVEL_NAME[self.level],
+            "marker": self.markers[self.marker][1],
+            "present": present,
+            "flags": printk_prot(prot, self.level)[:30].split() if present else [],
+            "prot": prot,
+            "effective": {
+                "user": bool(self.effective_prot & _PAGE_USER),
+                "write": bool(self.effective_prot & _PAGE_RW),
+                "exec": present and not self.effective_prot & _PAGE_NX,
+            },
+        }
+
+    def flush(self) -> None:
+        """note_page(st, 0, -1, 0): close the last run at address 0 (printed modulo 2^64)."""
+        if self.level == -1:
+            return
+        self.note(0, -1, 0, 0, 0)
