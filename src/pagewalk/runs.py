@@ -29,7 +29,12 @@ from .errors import PagewalkError
 from .memory.base import MappedMemory
 from .mode import Kind, PagingMode
 
-MISSING = -2  # klevel of a run standing for a table the image does not hold
+MISSING_BASE = -10  # klevel MISSING_BASE - k: an entry at level k whose table the image does not hold
+
+
+def missing_level(klevel: int) -> int | None:
+    """The note_page level of the entry behind a missing-table run, None for other runs."""
+    return MISSING_BASE - klevel if klevel <= MISSING_BASE else None
 MAX_RUNS = 50_000_000  # beyond this a walk is a page-table bomb; see README "Limits"
 _CHUNK_TABLES = 4096  # bottom-level tables decoded per numpy batch (bounds peak memory)
 
@@ -51,7 +56,7 @@ class Runs:
 
     off: np.ndarray  # int64, len n+1
     start: np.ndarray  # uint64: VA offset of the run in its table's span
-    klevel: np.ndarray  # int8: note_page level (hole depth for holes), MISSING for absent tables
+    klevel: np.ndarray  # int8: note_page level (hole depth for holes); see missing_level()
     hw: np.ndarray  # int8: hardware level of the entries in the run
     val: np.ndarray  # uint64: raw value of the run's first entry (0 for holes)
     key: np.ndarray  # uint64: val & ptdump key mask
@@ -170,7 +175,7 @@ def _upper_runs(mode: PagingMode, i: int, lt: LevelTables, child: Runs) -> Runs:
     leaf = kind[own] == Kind.LEAF
     e_own = ent[own]
     r_start[p] = entry_va[own]
-    r_klevel[p] = np.where(hole, lvl.hole_depth, np.where(leaf, lvl.klevel, MISSING))
+    r_klevel[p] = np.where(hole, lvl.hole_depth, np.where(leaf, lvl.klevel, MISSING_BASE - lvl.klevel))
     r_hw[p] = i
     r_val[p] = np.where(hole, np.uint64(0), e_own)
     r_key[p] = np.where(hole, np.uint64(0), np.where(leaf, e_own & np.uint64(mode.ptdump_key_mask), e_own))

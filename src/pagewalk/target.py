@@ -31,8 +31,11 @@ class Target:
     notes: list[str] = field(default_factory=list)
     pti: bool = False
     kernel_version: str | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # view -> why it has no root
 
     def root(self, view: str) -> int:
+        if view in self.unavailable and view not in self.roots:
+            raise RootError(self.unavailable[view])
         if view not in self.roots:
             have = ", ".join(sorted(self.roots))
             raise UsageError(f"view {view!r} is not available for this image (available: {have})")
@@ -126,6 +129,7 @@ def _resolve_x86_64(
         notes.append("no CR4 (--reg cr4=...) and no VMCOREINFO: assuming 4-level paging")
     mode = x86.X86_64_5LEVEL if l5 else x86.X86_64_4LEVEL
     roots: dict[str, int] = {}
+    unavailable: dict[str, str] = {}
     if "SYMBOL(init_top_pgt)" in vi and "NUMBER(phys_base)" in vi:
         sym = int(vi["SYMBOL(init_top_pgt)"], 16)
         phys_base = int(vi["NUMBER(phys_base)"]) & ((1 << 64) - 1)
@@ -133,9 +137,12 @@ def _resolve_x86_64(
         roots["kernel"] = _check_root(mem, mode, kernel, "init_top_pgt (VMCOREINFO)")
     if cr3 is not None:
         cur = x86.root_from_cr3(cr3)
-        if cur & x86.CR3_PTI_USER and "kernel" in roots and (cur & ~x86.CR3_PTI_USER) != roots["kernel"]:
-            pass
-        roots["current_kernel"] = _check_root(mem, mode, cur & ~x86.CR3_PTI_USER, "CR3")
+        try:
+            roots["current_kernel"] = _check_root(mem, mode, cur & ~x86.CR3_PTI_USER, "CR3")
+        except RootError as e:
+            if "kernel" not in roots:
+                raise
+            unavailable["current_kernel"] = unavailable["current_user"] = str(e)
         if "kernel" not in roots:
             roots["kernel"] = roots["current_kernel"]
             notes.append(
@@ -156,11 +163,11 @@ def _resolve_x86_64(
         if mem.contains(user, 4096):
             roots["current_user"] = user
             roots["kernel_user"] = roots["kernel"] + 4096
-    else:
-        roots["current_user"] = base
+    elif "current_kernel" in roots:
+        roots["current_user"] = roots["current_kernel"]
     layout = _x86_layout(mem, mode, roots["kernel"], l5, kallsyms, defines, notes)
     version = vi.get("OSRELEASE")
-    return Target(mem, mode, roots, layout, notes, is_pti, version)
+    return Target(mem, mode, roots, layout, notes, is_pti, version, unavailable)
 
 
 def _looks_like_pti(mem: MappedMemory, mode: PagingMode, kernel_root: int) -> bool:

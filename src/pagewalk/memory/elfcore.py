@@ -44,6 +44,7 @@ class ElfCoreMemory(MappedMemory):
                 little = elf.little_endian
                 segments: list[tuple[int, int, int]] = []
                 raw_notes: list[tuple[str, int, bytes]] = []
+                lost_segments = lost_bytes = 0
                 phnum = elf.num_segments()
                 if elf.header["e_phoff"] + phnum * elf.header["e_phentsize"] > size:
                     raise FormatError(f"{path}: truncated ELF (program headers past the end of the file)")
@@ -54,15 +55,11 @@ class ElfCoreMemory(MappedMemory):
                     if ptype == "PT_LOAD":
                         if filesz == 0:
                             continue
-                        if off >= size:
-                            self.warnings.append(
-                                f"segment at PA {ph['p_paddr']:#x} lies past the end of the file (truncated image)"
-                            )
-                            continue
                         if off + filesz > size:
-                            self.warnings.append(
-                                f"segment at PA {ph['p_paddr']:#x} is cut short by the end of the file (truncated image)"
-                            )
+                            lost_segments += 1
+                            lost_bytes += min(filesz, off + filesz - size)
+                            if off >= size:
+                                continue
                             filesz = size - off
                         segments.append((ph["p_paddr"], filesz, off))
                     elif ptype == "PT_NOTE":
@@ -71,6 +68,11 @@ class ElfCoreMemory(MappedMemory):
                             filesz = max(0, size - off)
                         f.seek(off)
                         raw_notes.extend(_split_notes(f.read(filesz), little, self.warnings))
+                if lost_segments:
+                    self.warnings.append(
+                        f"truncated image: {lost_segments} memory segment(s) run past the end of the file "
+                        f"({lost_bytes:#x} bytes of memory missing)"
+                    )
             except ELFError as e:
                 raise FormatError(f"{path}: not a valid ELF core ({e})") from None
             except (struct.error, ValueError, OSError) as e:

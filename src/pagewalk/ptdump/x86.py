@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from ..arch.x86 import _PAGE_GLOBAL, _PAGE_NX, _PAGE_PAT_LARGE, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT, _PAGE_RW, _PAGE_USER
+from ..runs import MISSING_BASE
+
+from ..arch.x86 import PTE_PFN_MASK, _PAGE_GLOBAL, _PAGE_NX, _PAGE_PAT_LARGE, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT, _PAGE_RW, _PAGE_USER
 
 TOP = 1 << 64
 LEVEL_NAME = ("pgd", "p4d", "pud", "pmd", "pte")
@@ -179,10 +181,12 @@ class X86State:
                 delta >>= 10
                 unit += 1
             w = self.width
-            self.out.write(
-                f"0x{self.start_address:0{w}x}-0x{va:0{w}x}   {delta:9d}{_UNITS[unit]} "
-                + printk_prot(self.current_prot, self.level)
-            )
+            if self.level <= MISSING_BASE:
+                # not the kernel's: the image lacks the table this entry points to
+                text = f"[table at PA {self.current_prot & PTE_PFN_MASK:#x} not in image] {LEVEL_NAME[MISSING_BASE - self.level]}\n"
+            else:
+                text = printk_prot(self.current_prot, self.level)
+            self.out.write(f"0x{self.start_address:0{w}x}-0x{va:0{w}x}   {delta:9d}{_UNITS[unit]} " + text)
         self.lines += 1
         if va >= nxt:
             if max_lines and self.lines > max_lines:
@@ -200,6 +204,14 @@ class X86State:
 
     def _record(self, va: int) -> dict:
         prot = self.current_prot
+        if self.level <= MISSING_BASE:
+            return {
+                "start": self.start_address,
+                "end": va if va else 1 << 64,
+                "level": LEVEL_NAME[MISSING_BASE - self.level],
+                "marker": self.markers[self.marker][1],
+                "missing_table_pa": prot & PTE_PFN_MASK,
+            }
         present = bool(prot & _PAGE_PRESENT)
         return {
             "start": self.start_address,
