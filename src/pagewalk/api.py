@@ -9,7 +9,7 @@ from typing import TextIO
 import numpy as np
 
 from .ptdump.core import drive
-from .ptdump.x86 import X86State
+from .ptdump.x86 import X86State, format_fast
 from .runs import Runs, discover, root_runs
 from .target import Target
 
@@ -24,23 +24,23 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     """
     root = target.root(view)
     runs = root_runs(target.mem, target.mode, root)
-    records: list[dict] | None = [] if fmt == "json" else None
-    st = X86State(target.layout, None if fmt == "json" else out, records=records)
+    if fmt != "json":
+        return format_fast(target.mode, runs, target.layout, out).ranges_written
+    records: list[dict] = []
+    st = X86State(target.layout, None, records=records)
     drive(st, target.mode, runs, target.layout.ranges())
-    if records is not None:
-        doc = {
-            "schema": "pagewalk.dump",
-            "version": JSON_SCHEMA_VERSION,
-            "arch": target.mode.arch,
-            "mode": target.mode.name,
-            "view": view,
-            "root_pa": root,
-            "ranges": records,
-        }
-        out.write(json.dumps(doc, indent=1))
-        out.write("\n")
-        return len(records)
-    return st.ranges_written
+    doc = {
+        "schema": "pagewalk.dump",
+        "version": JSON_SCHEMA_VERSION,
+        "arch": target.mode.arch,
+        "mode": target.mode.name,
+        "view": view,
+        "root_pa": root,
+        "ranges": records,
+    }
+    out.write(json.dumps(doc, indent=1))
+    out.write("\n")
+    return len(records)
 
 
 @dataclass
@@ -72,8 +72,7 @@ def checkwx(target: Target) -> WxResult:
         if header:
             lines.append(header)
         runs = root_runs(target.mem, target.mode, target.root(view))
-        st = X86State(target.layout, None, check_wx=True)
-        drive(st, target.mode, runs, target.layout.ranges())
+        st = format_fast(target.mode, runs, target.layout, None, check_wx=True)
         for start, end in st.wx_ranges:
             lines.append(f"x86/mm: Found insecure W+X mapping at address {start:#x} ({(end - start) // 4096} pages)")
         if st.wx_pages:

@@ -234,3 +234,80 @@ class X86State:
         if self.level == -1:
             return
         self.note(0, -1, 0, 0, 0)
+
+
+def format_fast(mode, runs, layout: Layout, out: TextIO | None, check_wx: bool = False) -> X86State:
+    """The same text and W+X accounting as driving X86State, computed from `vector.breaks()`.
+
+    Returns a finished X86State (wx_pages, wx_ranges, ranges_written) for the caller.
+    """
+    import numpy as np
+
+    from .vector import breaks, to_va
+
+    markers = layout.markers()
+    st = X86State(layout, None, check_wx=check_wx)
+    b = breaks(mode, runs, layout.ranges(), [m[0] for m in markers])
+    n = len(b.start)
+    if n == 0:
+        return st
+    starts_va = to_va(mode, b.start)
+    ends_va = np.empty_like(starts_va)
+    ends_va[:-1] = starts_va[1:]
+    ends_va[-1] = 0  # the flush: note_page(st, 0, -1, 0)
+    with np.errstate(over="ignore"):
+        delta = ends_va - starts_va  # modulo 2^64, as the kernel computes it
+    # units: shift by 10 while the low 10 bits are clear, at most up to 'E'
+    low = delta & (~delta + np.uint64(1))  # lowest set bit (0 for delta == 0)
+    tz = np.where(delta == 0, np.uint64(64), np.log2(np.maximum(low, np.uint64(1)).astype(np.float64)).astype(np.uint64))
+    unit = np.minimum(tz // np.uint64(10), np.uint64(6))
+    shown = (delta >> (unit * np.uint64(10))).tolist()
+    unit_l = unit.tolist()
+    klevel = b.klevel.tolist()
+    key = b.key.tolist()
+    eff = b.eff.tolist()
+    s_l = starts_va.tolist()
+    e_l = ends_va.tolist()
+    start_off = b.start.tolist()
+    # which marker each line belongs to: marker i+1 starts at the line that starts at fired[i]
+    fire_line: dict[int, int] = {}
+    for i, p in enumerate(b.marker_at):
+        if p is not None:
+            fire_line[p] = i + 1
+    if check_wx:
+        wx = [(s_l[j], e_l[j]) for j in range(n) if eff[j] & _PAGE_RW and not eff[j] & _PAGE_NX]
+        st.wx_ranges = wx
+        st.wx_pages = sum(((e - s) % (1 << 64)) // 4096 for s, e in wx)
+    if out is None:
+        return st
+    cache: dict[tuple[int, int], str] = {}
+    lines: list[str] = [f"---[ {markers[0][1]} ]---\n"]
+    marker = 0
+    count = 0
+    max_lines = markers[0][2]
+    written = 0
+    for j in range(n):
+        if j and start_off[j] in fire_line:
+            if max_lines and count > max_lines:
+                nskip = count - max_lines
+                lines.append(f"... {nskip} entr{'y' if nskip == 1 else 'ies'} skipped ... \n")
+            marker = fire_line[start_off[j]]
+            count = 0
+            max_lines = markers[marker][2]
+            lines.append(f"---[ {markers[marker][1]} ]---\n")
+        if not max_lines or count < max_lines:
+            lv = klevel[j]
+            ck = (key[j], lv)
+            text = cache.get(ck)
+            if text is None:
+                if lv <= MISSING_BASE:
+                    text = f"[table at PA {key[j] & PTE_PFN_MASK:#x} not in image] {LEVEL_NAME[MISSING_BASE - lv]}\n"
+                else:
+                    text = printk_prot(key[j], lv)
+                cache[ck] = text
+            lines.append("0x%016x-0x%016x   %9d%s %s" % (s_l[j], e_l[j], shown[j], _UNITS[unit_l[j]], text))
+            written += 1
+        count += 1
+    out.write("".join(lines))
+    st.ranges_written = written
+    return st
