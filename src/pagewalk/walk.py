@@ -1,6 +1,6 @@
 """The kernel's generic page walker, per entry and with the kernel's semantics.
 
-Mirrors mm/pagewalk.c (v6.13; the spec is docs' kernel-pagewalk-ptdump-spec.md §1): callers
+Mirrors mm/pagewalk.c (v6.13; kernel page-walk specification §1, "Generic page walker"): callers
 give a `WalkOps` of optional per-level callbacks and the walker calls them in address order,
 exactly where and how often the kernel would. This is the slow, per-entry API for callers that
 want callbacks; ptdump and the analyses use the whole-table fast path in runs.py instead.
@@ -37,7 +37,7 @@ hostile):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Callable, Iterable
 
@@ -52,6 +52,7 @@ __all__ = [
     "EINVAL",
     "VM_PFNMAP",
     "Action",
+    "KernelDepth",
     "MmWalk",
     "Vma",
     "WalkOps",
@@ -209,6 +210,12 @@ class _Table:
     outs: list[int]
 
 
+def _locate(walk: MmWalk, d: int | None, hw: int | None, table: _Table | None, idx: int, kind: Kind | None) -> None:
+    """Point `walk` at the entry the next callback is about (or at nothing)."""
+    walk.depth, walk.hw_level, walk.kind = d, hw, kind
+    walk.table_pa, walk.index = (None, None) if table is None else (table.pa, idx)
+
+
 def _ret(value: int | None) -> int:
     """A callback's return value: None means 0, anything else is passed on unchanged."""
     return 0 if value is None else value
@@ -266,13 +273,16 @@ class _Walker:
         cb = self.entry_cb[d]
         if cb is None:
             return 0
-        w = self.walk
-        w.table_pa, w.index, w.depth, w.hw_level, w.kind = table.pa, idx, d, self.depths[d].hw, Kind(kind)
-        return _ret(cb(table.entries[idx], va, next_va, w))
+        _locate(self.walk, d, self.depths[d].hw, table, idx, Kind(kind))
+        return _ret(cb(table.entries[idx], va, next_va, self.walk))
 
-    def _hole(self, va: int, next_va: int, depth: int) -> int:
+    def _hole(
+        self, va: int, next_va: int, depth: int, d: int | None = None, table: _Table | None = None, idx: int = 0
+    ) -> int:
+        """pte_hole(); the walk points at the none/bad entry when there is one."""
         if self.ops.pte_hole is None:
             return 0
+        _locate(self.walk, d, None if d is None else self.depths[d].hw, table, idx, Kind.HOLE)
         return _ret(self.ops.pte_hole(va, next_va, depth, self.walk))
 
     def _open(self, d: int, va: int, end: int, parent: _Table | None, pidx: int) -> _Table | int:
@@ -289,8 +299,9 @@ class _Walker:
         try:
             return self._read_table(info.hw, pa)
         except MemoryReadError:
-            depth = self.hole_depth[d] if d < PTE_DEPTH else PTE_DEPTH
+            depth = self.hole_depth[d]  # real_depth(); 4 for a PTE table
             next_va = end & ULONG_MASK
+            _locate(self.walk, None, None, None, 0, None)
             if self.ops.table_missing is not None:
                 return _ret(self.ops.table_missing(pa, va, next_va, depth, self.walk))
             return self._hole(va, next_va, depth)
@@ -299,9 +310,13 @@ class _Walker:
         return self._index(self.depths[d].hw, va) if self.depths[d].iterates else pidx
 
     def _descend(self, d: int, va: int, end: int, table: _Table, idx: int) -> int:
-        if d + 1 < PTE_DEPTH:
-            return self._walk_upper(d + 1, va, end, table, idx) if d + 1 < 2 else self._walk_mid(d + 1, va, end, table, idx)
-        return self._walk_pte(va, end, table, idx)
+        """walk_p4d_range() / walk_pud_range() / walk_pmd_range() / walk_pte_range() below `d`."""
+        child = d + 1
+        if child == PTE_DEPTH:
+            return self._walk_pte(va, end, table, idx)
+        if child <= 1:
+            return self._walk_upper(child, va, end, table, idx)
+        return self._walk_mid(child, va, end, table, idx)
 
     # -- the loops -----------------------------------------------------------------------------
     def walk_pgd_range(self, va: int, end: int) -> int:
@@ -317,14 +332,13 @@ class _Walker:
         table = self._open(d, va, end, parent, pidx)
         if isinstance(table, int):
             return table
-        hw = self.depths[d].hw
         err = 0
         while True:
             next_va = self._addr_end(d, va, end)
             idx = self._slot(d, va, pidx)
             kind = self._kind(d, table, idx)
             if kind == Kind.HOLE:  # p?d_none_or_clear_bad(); depth literally 0 in the pgd loop
-                err = self._hole(va, next_va, 0 if d == 0 else self.hole_depth[d])
+                err = self._hole(va, next_va, 0 if d == 0 else self.hole_depth[d], d, table, idx)
                 if err:
                     break
             else:
@@ -340,7 +354,6 @@ class _Walker:
             va = next_va
             if va == end:
                 break
-        del hw
         return err
 
     def _walk_mid(self, d: int, va: int, end: int, parent: _Table, pidx: int) -> int:
@@ -358,7 +371,7 @@ class _Walker:
                 next_va = self._addr_end(d, va, end)
                 kind = self._kind(d, table, idx)
                 if kind == Kind.HOLE:  # p?d_none()
-                    err = self._hole(va, next_va, self.hole_depth[d])
+                    err = self._hole(va, next_va, self.hole_depth[d], d, table, idx)
                     break
                 w.action = Action.SUBTREE
                 err = self._call_entry(d, table, idx, kind, va, next_va)
@@ -505,6 +518,7 @@ def _walk_page_test(walker: _Walker, start: int, end: int) -> int:
     if walk.vma.flags & VM_PFNMAP:
         err = 1
         if ops.pte_hole is not None:
+            _locate(walk, None, None, None, 0, None)
             err = _ret(ops.pte_hole(start, end, -1, walk))
         return err if err else 1
     return 0
@@ -514,8 +528,9 @@ def _walk_vma_range(walker: _Walker, start: int, end: int) -> int:
     """__walk_page_range(), mm/pagewalk.c (v6.13): pre_vma, the walk, post_vma (even on error)."""
     walk, ops = walker.walk, walker.ops
     err = 0
+    _locate(walk, None, None, None, 0, None)
     if ops.pre_vma is not None:
-        err = _ret(ops.pre_vma(start, end, walk))
+        err = _ret(ops.pre_vma(start, end & ULONG_MASK, walk))
         if err:
             return err
     err = _walk_pgd_pieces(walker, start, end)
@@ -559,6 +574,7 @@ def walk_page_range(
     err = 0
     vi = _find_vma(areas, start)
     while True:
+        _locate(walk, None, None, None, 0, None)
         if vi is None:  # after the last vma
             walk.vma = None
             next_va = end

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TextIO
 
+import numpy as np
+
 from ..runs import MISSING_BASE
 
 from ..arch.x86 import PTE_PFN_MASK, _PAGE_GLOBAL, _PAGE_NX, _PAGE_PAT_LARGE, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT, _PAGE_RW, _PAGE_USER
@@ -261,10 +263,7 @@ def format_fast(mode, runs, layout: Layout, out: TextIO | None, check_wx: bool =
     low = delta & (~delta + np.uint64(1))  # lowest set bit (0 for delta == 0)
     tz = np.where(delta == 0, np.uint64(64), np.log2(np.maximum(low, np.uint64(1)).astype(np.float64)).astype(np.uint64))
     unit = np.minimum(tz // np.uint64(10), np.uint64(6))
-    shown = (delta >> (unit * np.uint64(10))).tolist()
-    unit_l = unit.tolist()
-    klevel = b.klevel.tolist()
-    key = b.key.tolist()
+    shown_a = delta >> (unit * np.uint64(10))
     eff = b.eff.tolist()
     s_l = starts_va.tolist()
     e_l = ends_va.tolist()
@@ -280,34 +279,70 @@ def format_fast(mode, runs, layout: Layout, out: TextIO | None, check_wx: bool =
         st.wx_pages = sum(((e - s) % (1 << 64)) // 4096 for s, e in wx)
     if out is None:
         return st
-    cache: dict[tuple[int, int], str] = {}
-    lines: list[str] = [f"---[ {markers[0][1]} ]---\n"]
-    marker = 0
-    count = 0
-    max_lines = markers[0][2]
+    # segments of lines between marker fires: (first line, last line + 1, marker index)
+    seg_bounds = [0] + [j for j in range(1, n) if start_off[j] in fire_line] + [n]
+    pieces: list[str] = [f"---[ {markers[0][1]} ]---\n"]
     written = 0
-    for j in range(n):
-        if j and start_off[j] in fire_line:
-            if max_lines and count > max_lines:
-                nskip = count - max_lines
-                lines.append(f"... {nskip} entr{'y' if nskip == 1 else 'ies'} skipped ... \n")
-            marker = fire_line[start_off[j]]
-            count = 0
-            max_lines = markers[marker][2]
-            lines.append(f"---[ {markers[marker][1]} ]---\n")
-        if not max_lines or count < max_lines:
-            lv = klevel[j]
-            ck = (key[j], lv)
-            text = cache.get(ck)
-            if text is None:
-                if lv <= MISSING_BASE:
-                    text = f"[table at PA {key[j] & PTE_PFN_MASK:#x} not in image] {LEVEL_NAME[MISSING_BASE - lv]}\n"
-                else:
-                    text = printk_prot(key[j], lv)
-                cache[ck] = text
-            lines.append("0x%016x-0x%016x   %9d%s %s" % (s_l[j], e_l[j], shown[j], _UNITS[unit_l[j]], text))
-            written += 1
-        count += 1
-    out.write("".join(lines))
+    marker = 0
+    for a, z in zip(seg_bounds[:-1], seg_bounds[1:]):
+        if a:
+            marker = fire_line[start_off[a]]
+            pieces.append(f"---[ {markers[marker][1]} ]---\n")
+        max_lines = markers[marker][2]
+        zz = min(z, a + max_lines) if max_lines else z
+        pieces.append(_lines(starts_va[a:zz], ends_va[a:zz], shown_a[a:zz], unit[a:zz], b.key[a:zz], b.klevel[a:zz]))
+        written += zz - a
+        if max_lines and z - a > max_lines and z < n:
+            nskip = z - a - max_lines
+            pieces.append(f"... {nskip} entr{'y' if nskip == 1 else 'ies'} skipped ... \n")
+    out.write("".join(pieces))
     st.ranges_written = written
     return st
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_HEX_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
+_DEC_POW = np.array([10**k for k in range(8, -1, -1)], dtype=np.uint64)
+_LINE = 85  # "0x" 16 "-0x" 16 "   " %9lu unit " " 30 columns of flags, 3 of level, "\n"
+
+
+def _lines(start, end, shown, unit, key, klevel) -> str:
+    """Range lines of note_page() for many runs at once, as fixed-width byte columns.
+
+    Falls back to %-formatting when a size needs more than 9 digits or a line is not the
+    kernel's (a table missing from the image).
+    """
+    n = len(start)
+    if n == 0:
+        return ""
+    if (shown >= np.uint64(10**9)).any() or (klevel <= MISSING_BASE).any():
+        out = []
+        for s_, e_, v, u, k, lv in zip(start.tolist(), end.tolist(), shown.tolist(), unit.tolist(), key.tolist(), klevel.tolist()):
+            if lv <= MISSING_BASE:
+                text = f"[table at PA {k & PTE_PFN_MASK:#x} not in image] {LEVEL_NAME[MISSING_BASE - lv]}\n"
+            else:
+                text = printk_prot(k, lv)
+            out.append("0x%016x-0x%016x   %9d%s %s" % (s_, e_, v, _UNITS[u], text))
+        return "".join(out)
+    buf = np.empty((n, _LINE), dtype=np.uint8)
+    buf[:, 0:2] = np.frombuffer(b"0x", np.uint8)
+    buf[:, 2:18] = _HEX[((start[:, None] >> _HEX_SHIFTS) & np.uint64(15)).astype(np.intp)]
+    buf[:, 18:21] = np.frombuffer(b"-0x", np.uint8)
+    buf[:, 21:37] = _HEX[((end[:, None] >> _HEX_SHIFTS) & np.uint64(15)).astype(np.intp)]
+    buf[:, 37:40] = ord(" ")
+    digits = (shown[:, None] // _DEC_POW) % np.uint64(10)
+    lead = shown[:, None] < _DEC_POW
+    lead[:, -1] = False
+    buf[:, 40:49] = np.where(lead, ord(" "), digits.astype(np.uint8) + ord("0"))
+    buf[:, 49] = np.frombuffer(_UNITS.encode(), np.uint8)[unit.astype(np.intp)]
+    buf[:, 50] = ord(" ")
+    # the flags never use the PFN bits, so the level can ride in bits 12..14 of one sort key
+    pair = key | (klevel.astype(np.uint64) << np.uint64(12))
+    uniq, inv = np.unique(pair, return_inverse=True)
+    lv_mask = np.uint64(7 << 12)
+    texts = np.array(
+        [np.frombuffer(printk_prot(int(k & ~lv_mask), int(k & lv_mask) >> 12).encode(), np.uint8) for k in uniq],
+        dtype=np.uint8,
+    )
+    buf[:, 51:] = texts[inv.reshape(-1)]
+    return buf.tobytes().decode("ascii")
