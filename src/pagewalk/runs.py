@@ -35,7 +35,7 @@ MISSING_BASE = -10  # klevel MISSING_BASE - k: an entry at level k whose table t
 def missing_level(klevel: int) -> int | None:
     """The note_page level of the entry behind a missing-table run, None for other runs."""
     return MISSING_BASE - klevel if klevel <= MISSING_BASE else None
-MAX_RUNS = 50_000_000  # beyond this a walk is a page-table bomb; see README "Limits"
+MAX_RUNS = 4_000_000  # beyond this a walk is a page-table bomb; see README "Limits"
 _CHUNK_TABLES = 4096  # bottom-level tables decoded per numpy batch (bounds peak memory)
 
 
