@@ -156,3 +156,18 @@ def test_gather_tables_marks_missing():
     t, ok = mem.gather_tables(np.array([root, 0x7FFF0000000], np.uint64), 512, np.dtype("<u8"))
     assert ok.tolist() == [True, False]
     assert t[1].sum() == 0 and t[0].any()
+
+
+def test_cr3_bit_12_is_kept_without_pti(tmp_path, capsys):
+    """With --pti off, a root whose bit 12 is set is walked as given (bit 12 is only PTI's user bit)."""
+    from builders import PageTableBuilder
+
+    from pagewalk.arch.x86 import X86_64_4LEVEL
+
+    b = PageTableBuilder(X86_64_4LEVEL, base=0x3000)  # the root lands on a page with bit 12 set
+    b.map(0xFFFFFFFF81000000, 0x200000, 0x200000, 0x1 | 0x2 | 0x100)  # RW, executable: W+X
+    path = b.write(tmp_path / "odd.raw")
+    assert b.root & 0x1000
+    args = [str(path), "--base", "0x3000", "--arch", "x86_64", "--reg", f"cr3={b.root:#x}", "--reg", "cr4=0x20"]
+    assert main(["checkwx", *args, "--pti", "off", "-q"]) == 1
+    assert "512 W+X pages" in capsys.readouterr().out

@@ -135,10 +135,22 @@ def _resolve_x86_64(
         phys_base = int(vi["NUMBER(phys_base)"]) & ((1 << 64) - 1)
         kernel = (sym - START_KERNEL_MAP + phys_base) & ((1 << 64) - 1)
         roots["kernel"] = _check_root(mem, mode, kernel, "init_top_pgt (VMCOREINFO)")
+    if pti == "on":
+        is_pti = True
+    elif pti == "off":
+        is_pti = False
+    else:
+        probe = roots.get("kernel")
+        if probe is None and cr3 is not None:
+            probe = x86.root_from_cr3(cr3) & ~x86.CR3_PTI_USER
+        is_pti = probe is not None and _looks_like_pti(mem, mode, probe)
     if cr3 is not None:
         cur = x86.root_from_cr3(cr3)
+        if is_pti:
+            # with PTI, CR3 bit 12 selects the user copy; the kernel's PGD is the page below it
+            cur &= ~x86.CR3_PTI_USER
         try:
-            roots["current_kernel"] = _check_root(mem, mode, cur & ~x86.CR3_PTI_USER, "CR3")
+            roots["current_kernel"] = _check_root(mem, mode, cur, "CR3")
         except RootError as e:
             if "kernel" not in roots:
                 raise
@@ -152,12 +164,6 @@ def _resolve_x86_64(
         raise RootError("no page-table root: the image has no CR3 note or VMCOREINFO; pass --reg cr3=0x... --reg cr4=0x...")
     # PTI: the user copy of a PGD is the page after it (kernel_to_user_pgdp()).
     base = roots.get("current_kernel", roots["kernel"])
-    if pti == "on":
-        is_pti = True
-    elif pti == "off":
-        is_pti = False
-    else:
-        is_pti = _looks_like_pti(mem, mode, roots["kernel"])
     if is_pti:
         user = base + 4096
         if mem.contains(user, 4096):

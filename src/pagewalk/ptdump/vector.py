@@ -141,6 +141,9 @@ def breaks(
     starts = ev_s[change]
     fire_pos = np.array([p for p in fired if p is not None], dtype=U)
     if len(fire_pos):
-        starts = np.union1d(starts, fire_pos)
+        starts = np.sort(np.concatenate([starts, fire_pos]))
+        keep = np.ones(len(starts), dtype=bool)
+        keep[1:] = starts[1:] != starts[:-1]
+        starts = starts[keep]
     owner = np.searchsorted(ev_s, starts, side="right") - 1
     return Breaks(starts, klevel[owner], key[owner], eff[owner], val[owner], fired)

@@ -12,7 +12,7 @@ from typing import TextIO
 
 import numpy as np
 
-from ..runs import MISSING_BASE
+from ..runs import MISSING_BASE, sorted_unique
 
 from ..arch.x86 import PTE_PFN_MASK, _PAGE_GLOBAL, _PAGE_NX, _PAGE_PAT_LARGE, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT, _PAGE_RW, _PAGE_USER
 
@@ -264,29 +264,26 @@ def format_fast(mode, runs, layout: Layout, out: TextIO | None, check_wx: bool =
     tz = np.where(delta == 0, np.uint64(64), np.log2(np.maximum(low, np.uint64(1)).astype(np.float64)).astype(np.uint64))
     unit = np.minimum(tz // np.uint64(10), np.uint64(6))
     shown_a = delta >> (unit * np.uint64(10))
-    eff = b.eff.tolist()
-    s_l = starts_va.tolist()
-    e_l = ends_va.tolist()
-    start_off = b.start.tolist()
     # which marker each line belongs to: marker i+1 starts at the line that starts at fired[i]
     fire_line: dict[int, int] = {}
     for i, p in enumerate(b.marker_at):
         if p is not None:
             fire_line[p] = i + 1
     if check_wx:
-        wx = [(s_l[j], e_l[j]) for j in range(n) if eff[j] & _PAGE_RW and not eff[j] & _PAGE_NX]
-        st.wx_ranges = wx
-        st.wx_pages = sum(((e - s) % (1 << 64)) // 4096 for s, e in wx)
+        is_wx = ((b.eff & np.uint64(_PAGE_RW)) != 0) & ((b.eff & np.uint64(_PAGE_NX)) == 0)
+        st.wx_ranges = list(zip(starts_va[is_wx].tolist(), ends_va[is_wx].tolist()))
+        st.wx_pages = int((delta[is_wx] // np.uint64(4096)).sum(dtype=np.uint64))
     if out is None:
         return st
     # segments of lines between marker fires: (first line, last line + 1, marker index)
-    seg_bounds = [0] + [j for j in range(1, n) if start_off[j] in fire_line] + [n]
+    fire_idx = {int(np.searchsorted(b.start, np.uint64(p))): i for p, i in fire_line.items()}
+    seg_bounds = [0] + sorted(j for j in fire_idx if 0 < j < n) + [n]
     pieces: list[str] = [f"---[ {markers[0][1]} ]---\n"]
     written = 0
     marker = 0
     for a, z in zip(seg_bounds[:-1], seg_bounds[1:]):
         if a:
-            marker = fire_line[start_off[a]]
+            marker = fire_idx[a]
             pieces.append(f"---[ {markers[marker][1]} ]---\n")
         max_lines = markers[marker][2]
         zz = min(z, a + max_lines) if max_lines else z
@@ -338,7 +335,7 @@ def _lines(start, end, shown, unit, key, klevel) -> str:
     buf[:, 50] = ord(" ")
     # the flags never use the PFN bits, so the level can ride in bits 12..14 of one sort key
     pair = key | (klevel.astype(np.uint64) << np.uint64(12))
-    uniq, inv = np.unique(pair, return_inverse=True)
+    uniq, inv = sorted_unique(pair)
     lv_mask = np.uint64(7 << 12)
     texts = np.array(
         [np.frombuffer(printk_prot(int(k & ~lv_mask), int(k & lv_mask) >> 12).encode(), np.uint8) for k in uniq],
