@@ -14,12 +14,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The bundled real sample: Debian's 6.12 kernel, 4-level paging, KASLR and PTI on (see tests/fixtures/x86_64/).
+# The bundled real sample: Debian 6.12, 4-level paging, KASLR and PTI on (tests/fixtures/x86_64/); 0xffffffff8fe01234 is in its KASLR-moved kernel text.
 DEMO := tests/fixtures/x86_64/6.12-kaslr-4level-pti
 demo: $(STAMP)
 	$(BIN)/pagewalk dump $(DEMO)/core.elf --kallsyms $(DEMO)/kallsyms.txt
 	$(BIN)/pagewalk checkwx $(DEMO)/core.elf --kallsyms $(DEMO)/kallsyms.txt
-	$(BIN)/pagewalk translate $(DEMO)/core.elf 0xffffffff81000000 --kallsyms $(DEMO)/kallsyms.txt
+	$(BIN)/pagewalk translate $(DEMO)/core.elf 0xffffffff8fe01234 --kallsyms $(DEMO)/kallsyms.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
