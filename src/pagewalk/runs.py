@@ -157,7 +157,7 @@ def _upper_runs(mode: PagingMode, i: int, lt: LevelTables, child: Runs) -> Runs:
     ccount = np.diff(child.off)
     is_tab = kind == Kind.TABLE
     tab_ok = is_tab.copy()
-    tab_ok[is_tab] = child_ok = _child_ok(child, cidx[is_tab])
+    tab_ok[is_tab] = _child_ok(child, cidx[is_tab])
     missing = is_tab & ~tab_ok
     own = (kind == Kind.HOLE) | (kind == Kind.LEAF) | missing
     cnt = np.zeros(n * N, dtype=np.int64)

@@ -1,8 +1,3 @@
-"""One module per architecture; this registry maps `--arch` names to them."""
-
-from __future__ import annotations
-
-ARCHES = {
-    "x86_64": "x86",
-}
-ALIASES = {"amd64": "x86_64", "x86-64": "x86_64"}
+"""Paging modes, one module per architecture: geometry and entry formats as data plus whole-array
+hooks (see mode.py). What a *kernel* makes of them (roots, markers, ptdump text) is in
+pagewalk.kernel."""

@@ -13,7 +13,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import FormatError
-from .base import CpuState, MappedMemory
+from .base import MappedMemory
 from .notes import parse_notes
 
 _MACHINES = {

@@ -1,0 +1,43 @@
+"""What pagewalk knows of each kernel: roots, layout, ptdump text and W+X check, per architecture.
+
+An architecture plugs in with one module here exposing `resolve(mem, regs, kallsyms, defines,
+options) -> Target`, `dump(target, view, out, fmt) -> int` and `checkwx(target) -> WxResult`,
+and one line in SUPPORT.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from ..errors import UsageError
+
+SUPPORT = {
+    "x86_64": "x86",
+}
+ALIASES = {"amd64": "x86_64", "x86-64": "x86_64"}
+JSON_SCHEMA_VERSION = 1
+
+
+@dataclass
+class WxResult:
+    """The W+X verdict of one walk, with the kernel's lines and the insecure ranges."""
+
+    wx_pages: int
+    ranges: list[tuple[int, int]]
+    lines: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return self.wx_pages == 0
+
+
+def support_for(arch: str | None) -> ModuleType:
+    """The kernel-support module of an architecture name (`--arch` or the image's e_machine)."""
+    if arch is None:
+        raise UsageError("the image does not say its architecture: pass --arch")
+    arch = ALIASES.get(arch, arch)
+    if arch not in SUPPORT:
+        raise UsageError(f"architecture {arch!r} is not supported yet (supported: {', '.join(sorted(SUPPORT))})")
+    return importlib.import_module(f"{__name__}.{SUPPORT[arch]}")
