@@ -171,3 +171,17 @@ def test_cr3_bit_12_is_kept_without_pti(tmp_path, capsys):
     args = [str(path), "--base", "0x3000", "--arch", "x86_64", "--reg", f"cr3={b.root:#x}", "--reg", "cr4=0x20"]
     assert main(["checkwx", *args, "--pti", "off", "-q"]) == 1
     assert "512 W+X pages" in capsys.readouterr().out
+
+
+def test_extract_stores_command_line_registers(tmp_path):
+    """Registers given to `extract` with --reg are stored in the small core and read back."""
+    raw, root, cr4 = _raw_copy(tmp_path)
+    out = tmp_path / "small.elf"
+    regs = ["--reg", f"cr3={root:#x}", "--reg", f"cr4={cr4:#x}"]
+    assert main(["extract", raw, "--image-format", "raw", "--arch", "x86_64", *regs, "-o", str(out), "-q"]) == 0
+    mem = open_image(str(out))
+    assert mem.cpu.regs["cr3"] == root and mem.cpu.regs["cr4"] == cr4
+    t = resolve(mem, arch="x86_64")
+    a = io.StringIO()
+    dump(t, "kernel", a)
+    assert a.getvalue().splitlines() == (CASE / "ptdump_kernel.txt").read_text().splitlines()

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=("text", "json"), default="text")
     x = sub.add_parser("extract", help="write a small ELF core with only the page tables and the notes")
     _common(x)
-    x.add_argument("-o", "--output", required=True, metavar="FILE")
+    x.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the small core; registers given with --reg are stored in it")
     x.add_argument("--keep-va", action="append", metavar="VA", help="also keep the page holding this VA")
     return ap
 
@@ -159,8 +160,9 @@ def _x86_perm_text(perm: int) -> str:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from .api import table_pages
+    from .memory.notes import PAGEWALK_NOTE, registers_note
     from .memory.write import write_elf_core
-    from .target import parse_int
+    from .target import parse_assignments, parse_int
     from .translate import translate
 
     target, kallsyms = _target(args)
@@ -178,18 +180,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
     chunks = [(pa, mem.read(pa, size)) for pa, size in pages.items()]
     chunks += [(pa, mem.read(pa, 4096)) for pa in keep if mem.contains(pa, 4096)]
     little = getattr(mem, "little_endian", True)
-    notes = mem.cpu.notes
-    if not notes:
-        notes = _synth_notes(target)
+    notes = [n for n in mem.cpu.notes if n[0] != PAGEWALK_NOTE]
+    given = parse_assignments(args.reg, "--reg")
+    if given:  # registers from the command line travel with the small core
+        notes.append(registers_note(given))
     n = write_elf_core(args.output, target.mode.arch, little, notes, chunks)
     _note(args, f"wrote {args.output}: {len(chunks)} pages, {n} bytes")
     return 0
-
-
-def _synth_notes(target) -> list[tuple[str, int, bytes]]:
-    """Notes for an image that had none (a raw dump): registers as a VMCOREINFO-style note."""
-    text = "".join(f"PAGEWALK_REG({k})={v:#x}\n" for k, v in sorted(target.mem.cpu.regs.items()))
-    return [("VMCOREINFO", 0, text.encode())] if text else []
 
 
 COMMANDS = {"dump": cmd_dump, "checkwx": cmd_checkwx, "translate": cmd_translate, "extract": cmd_extract}

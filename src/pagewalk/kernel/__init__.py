@@ -15,8 +15,11 @@ from ..errors import UsageError
 
 SUPPORT = {
     "x86_64": "x86",
+    "arm64": "arm64",
+    "riscv64": "riscv",
+    "riscv32": "riscv",
 }
-ALIASES = {"amd64": "x86_64", "x86-64": "x86_64"}
+ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "aarch64": "arm64"}
 JSON_SCHEMA_VERSION = 1
 
 

@@ -79,6 +79,8 @@ class ElfCoreMemory(MappedMemory):
                 raise FormatError(f"{path}: truncated or corrupt ELF header ({e})") from None
         segments = _drop_overlaps(segments, self.warnings)
         arch = _MACHINES.get(machine, str(machine))
+        if arch == "riscv":
+            arch = "riscv64" if elf.elfclass == 64 else "riscv32"
         cpu = parse_notes(raw_notes, arch, little)
         super().__init__(path, segments, cpu)
         self.little_endian = little

@@ -10,6 +10,15 @@ from .base import CpuState
 _QEMU_X86_CR_OFFSET = 0x188
 
 
+PAGEWALK_NOTE = "PAGEWALK"  # note name of the registers `pagewalk extract` stores
+
+
+def registers_note(regs: dict[str, int]) -> tuple[str, int, bytes]:
+    """A note holding registers as `name=0xvalue` lines, read back by parse_notes()."""
+    text = "".join(f"{k}={v:#x}\n" for k, v in sorted(regs.items()))
+    return (PAGEWALK_NOTE, 1, text.encode())
+
+
 def parse_vmcoreinfo(text: str) -> dict[str, str]:
     """VMCOREINFO `KEY=VALUE` lines as a dict (keys like `SYMBOL(init_top_pgt)`)."""
     out: dict[str, str] = {}
@@ -30,6 +39,13 @@ def parse_notes(notes: list[tuple[str, int, bytes]], arch: str, little: bool) ->
                 continue  # the first vCPU's state wins; the others are kept in `notes`
             cr = struct.unpack_from(e + "5Q", desc, _QEMU_X86_CR_OFFSET)
             cpu.regs.update(cr0=cr[0], cr2=cr[2], cr3=cr[3], cr4=cr[4])
+        elif name == PAGEWALK_NOTE:
+            # registers saved by `pagewalk extract` (lines "name=0xvalue"); the image's own notes win
+            for k, v in parse_vmcoreinfo(desc.decode("ascii", "replace")).items():
+                try:
+                    cpu.regs.setdefault(k.lower(), int(v, 0))
+                except ValueError:
+                    continue
         elif name == "VMCOREINFO":
             cpu.vmcoreinfo.update(parse_vmcoreinfo(desc.decode("ascii", "replace")))
         elif name == "LINUX" and ntype == 0x304 and len(desc) >= 128 and "cr1" not in cpu.regs:

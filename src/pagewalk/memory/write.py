@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import struct
 
-_EM = {"x86_64": 62, "i386": 3, "aarch64": 183, "arm": 40, "riscv": 243, "ppc64": 21, "s390x": 22, "mips": 8}
+_EM = {"x86_64": 62, "i386": 3, "aarch64": 183, "arm64": 183, "arm": 40, "riscv": 243, "riscv64": 243,
+       "riscv32": 243, "ppc64": 21, "s390x": 22, "mips": 8}
 
 
 def _notes_blob(notes: list[tuple[str, int, bytes]], e: str) -> bytes:
