@@ -36,7 +36,7 @@ def missing_level(klevel: int) -> int | None:
     """The note_page level of the entry behind a missing-table run, None for other runs."""
     return MISSING_BASE - klevel if klevel <= MISSING_BASE else None
 MAX_RUNS = 4_000_000  # beyond this a walk is a page-table bomb; see README "Limits"
-_CHUNK_TABLES = 4096  # bottom-level tables decoded per numpy batch (bounds peak memory)
+_CHUNK_TABLES = 1024  # bottom-level tables decoded per numpy batch (bounds peak memory)
 
 
 @dataclass
@@ -118,28 +118,42 @@ def _bottom_runs(mem: MappedMemory, mode: PagingMode, lt: LevelTables) -> Runs:
     i = len(mode.levels) - 1
     lvl = mode.levels[i]
     n = len(lt.pas)
+    N = lvl.entries
     parts = []
+    kmask = np.uint64(mode.ptdump_key_mask)
     for c0 in range(0, n, _CHUNK_TABLES):
         pas = lt.pas[c0 : c0 + _CHUNK_TABLES]
-        ent, ok = mem.gather_tables(pas, lvl.entries, mode.dtype)
+        ent, _ = mem.gather_tables(pas, N, mode.dtype)
         e = ent.astype(np.uint64, copy=False)
-        key = e & np.uint64(mode.ptdump_key_mask)
+        key = e & kmask
         zero = e == 0
-        eff = np.where(zero, np.uint64(0), mode.perm(i, e))
-        rows = np.broadcast_to(np.arange(c0, c0 + len(pas), dtype=np.int64)[:, None], e.shape)
-        cols = np.broadcast_to(np.arange(lvl.entries, dtype=np.uint64)[None, :], e.shape)
-        flat_t = rows.reshape(-1)
-        keep = _merge(flat_t, key.reshape(-1), eff.reshape(-1), zero.reshape(-1))
+        eff = mode.perm(i, e)
+        eff[zero] = 0
+        # a run starts at slot 0 of every table and wherever (key, eff, zero) changes
+        change = np.ones(e.shape, dtype=bool)
+        change[:, 1:] = (key[:, 1:] != key[:, :-1]) | (eff[:, 1:] != eff[:, :-1]) | (zero[:, 1:] != zero[:, :-1])
+        idx = np.flatnonzero(change)
         parts.append(
-            (flat_t[keep], cols.reshape(-1)[keep] << np.uint64(lvl.shift), e.reshape(-1)[keep],
-             key.reshape(-1)[keep], eff.reshape(-1)[keep], zero.reshape(-1)[keep])
+            (
+                idx // N + c0,
+                (idx % N).astype(np.uint64) << np.uint64(lvl.shift),
+                e.reshape(-1)[idx],
+                key.reshape(-1)[idx],
+                eff.reshape(-1)[idx],
+                zero.reshape(-1)[idx],
+            )
         )
+        del ent, e, key, zero, eff, change
+        release = getattr(mem, "release", None)
+        if release is not None and n > _CHUNK_TABLES:
+            release()  # the chunk was copied out: drop the file pages from our RSS
     if parts:
         t, start, val, key, eff, zero = (np.concatenate(p) for p in zip(*parts))
     else:
         t = np.zeros(0, np.int64)
         start = val = key = eff = np.zeros(0, np.uint64)
         zero = np.zeros(0, bool)
+    del parts
     off = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(t, minlength=n), out=off[1:])
     klevel = np.full(len(t), lvl.klevel, dtype=np.int8)

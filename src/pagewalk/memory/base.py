@@ -48,6 +48,9 @@ class MappedMemory:
         size = self._file.seek(0, 2)
         self.file_size = size
         self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        if self._mm is not None and hasattr(mmap, "MADV_RANDOM"):
+            # tables are scattered: no read-ahead around each one (it would only fill memory)
+            self._mm.madvise(mmap.MADV_RANDOM)
         segs = sorted((pa, n, off) for pa, n, off in segments if n > 0)
         self.seg_pa = np.array([s[0] for s in segs], dtype=np.uint64)
         self.seg_end = np.array([s[0] + s[1] for s in segs], dtype=np.uint64)
@@ -152,6 +155,11 @@ class MappedMemory:
         """One value of `dtype` at each PA, and whether the image holds it."""
         t, ok = self.gather_tables(pas, 1, dtype)
         return t[:, 0], ok
+
+    def release(self) -> None:
+        """Unmap the file pages read so far (they stay in the page cache); bounds the RSS of big walks."""
+        if self._mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._mm.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
         self._views.clear()

@@ -278,6 +278,7 @@ def format_fast(mode, runs, layout: Layout, out: TextIO | None, check_wx: bool =
     # segments of lines between marker fires: (first line, last line + 1, marker index)
     fire_idx = {int(np.searchsorted(b.start, np.uint64(p))): i for p, i in fire_line.items()}
     seg_bounds = [0] + sorted(j for j in fire_idx if 0 < j < n) + [n]
+    # written as it is made, a chunk of lines at a time: the text of 2^24 pages is not held at once
     pieces: list[str] = [f"---[ {markers[0][1]} ]---\n"]
     written = 0
     marker = 0
@@ -287,7 +288,11 @@ def format_fast(mode, runs, layout: Layout, out: TextIO | None, check_wx: bool =
             pieces.append(f"---[ {markers[marker][1]} ]---\n")
         max_lines = markers[marker][2]
         zz = min(z, a + max_lines) if max_lines else z
-        pieces.append(_lines(starts_va[a:zz], ends_va[a:zz], shown_a[a:zz], unit[a:zz], b.key[a:zz], b.klevel[a:zz]))
+        for c in range(a, zz, _CHUNK_LINES):
+            cz = min(zz, c + _CHUNK_LINES)
+            pieces.append(_lines(starts_va[c:cz], ends_va[c:cz], shown_a[c:cz], unit[c:cz], b.key[c:cz], b.klevel[c:cz]))
+            out.write("".join(pieces))
+            pieces.clear()
         written += zz - a
         if max_lines and z - a > max_lines and z < n:
             nskip = z - a - max_lines
@@ -300,6 +305,7 @@ def format_fast(mode, runs, layout: Layout, out: TextIO | None, check_wx: bool =
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _HEX_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
 _DEC_POW = np.array([10**k for k in range(8, -1, -1)], dtype=np.uint64)
+_CHUNK_LINES = 1 << 16
 _LINE = 85  # "0x" 16 "-0x" 16 "   " %9lu unit " " 30 columns of flags, 3 of level, "\n"
 
 
