@@ -111,3 +111,17 @@ def test_define_gives_the_kernel_text_without_kallsyms():
     out = io.StringIO()
     dump(t, "kernel", out)
     assert out.getvalue().splitlines() == (case / "ptdump_kernel.txt").read_text().splitlines()
+
+
+def test_json_equals_the_reference_state_machine(x86_64_case):
+    """The vectorised JSON ranges equal the records of the per-event note_page() port."""
+    from pagewalk.ptdump.core import drive
+    from pagewalk.ptdump.x86 import X86State
+    from pagewalk.runs import root_runs
+
+    t = _target(x86_64_case)
+    records: list[dict] = []
+    drive(X86State(t.layout, None, records=records), t.mode, root_runs(t.mem, t.mode, t.root("kernel")), t.layout.ranges())
+    out = io.StringIO()
+    dump(t, "kernel", out, "json")
+    assert json.loads(out.getvalue())["ranges"] == records

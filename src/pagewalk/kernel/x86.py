@@ -15,8 +15,7 @@ from ..arch import x86
 from ..errors import PagewalkError, RootError, UsageError
 from ..memory.base import MappedMemory
 from ..mode import PagingMode
-from ..ptdump.core import drive
-from ..ptdump.x86 import Layout, X86State, format_fast
+from ..ptdump.x86 import Layout, format_fast
 from ..runs import root_runs
 from ..target import Target, check_root
 from . import JSON_SCHEMA_VERSION, WxResult
@@ -172,21 +171,18 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     runs = root_runs(target.mem, target.mode, root)
     if fmt != "json":
         return format_fast(target.mode, runs, target.layout, out).ranges_written
-    records: list[dict] = []
-    st = X86State(target.layout, None, records=records)
-    drive(st, target.mode, runs, target.layout.ranges())
-    doc = {
+    head = {
         "schema": "pagewalk.dump",
         "version": JSON_SCHEMA_VERSION,
         "arch": target.mode.arch,
         "mode": target.mode.name,
         "view": view,
         "root_pa": root,
-        "ranges": records,
     }
-    out.write(json.dumps(doc, indent=1))
-    out.write("\n")
-    return len(records)
+    out.write(json.dumps(head)[:-1] + ', "ranges": [\n')
+    st = format_fast(target.mode, runs, target.layout, out, json_records=True)
+    out.write("\n]}\n")
+    return st.ranges_written
 
 
 def checkwx(target: Target) -> WxResult:

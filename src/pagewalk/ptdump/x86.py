@@ -238,10 +238,14 @@ class X86State:
         self.note(0, -1, 0, 0, 0)
 
 
-def format_fast(mode, runs, layout: Layout, out: TextIO | None, check_wx: bool = False) -> X86State:
+def format_fast(
+    mode, runs, layout: Layout, out: TextIO | None, check_wx: bool = False, json_records: bool = False
+) -> X86State:
     """The same text and W+X accounting as driving X86State, computed from `vector.breaks()`.
 
-    Returns a finished X86State (wx_pages, wx_ranges, ranges_written) for the caller.
+    With `json_records`, `out` gets the ranges as comma-separated JSON objects instead (the
+    records X86State(records=...) makes). Returns a finished X86State (wx_pages, wx_ranges,
+    ranges_written) for the caller.
     """
     import numpy as np
 
@@ -279,27 +283,59 @@ def format_fast(mode, runs, layout: Layout, out: TextIO | None, check_wx: bool =
     fire_idx = {int(np.searchsorted(b.start, np.uint64(p))): i for p, i in fire_line.items()}
     seg_bounds = [0] + sorted(j for j in fire_idx if 0 < j < n) + [n]
     # written as it is made, a chunk of lines at a time: the text of 2^24 pages is not held at once
-    pieces: list[str] = [f"---[ {markers[0][1]} ]---\n"]
+    pieces: list[str] = [] if json_records else [f"---[ {markers[0][1]} ]---\n"]
     written = 0
     marker = 0
     for a, z in zip(seg_bounds[:-1], seg_bounds[1:]):
         if a:
             marker = fire_idx[a]
-            pieces.append(f"---[ {markers[marker][1]} ]---\n")
+            if not json_records:
+                pieces.append(f"---[ {markers[marker][1]} ]---\n")
         max_lines = markers[marker][2]
         zz = min(z, a + max_lines) if max_lines else z
         for c in range(a, zz, _CHUNK_LINES):
             cz = min(zz, c + _CHUNK_LINES)
-            pieces.append(_lines(starts_va[c:cz], ends_va[c:cz], shown_a[c:cz], unit[c:cz], b.key[c:cz], b.klevel[c:cz]))
+            if json_records:
+                sep = ",\n" if written or c > a else ""
+                pieces.append(sep + _records(starts_va[c:cz], ends_va[c:cz], delta[c:cz], b.key[c:cz], b.klevel[c:cz], b.eff[c:cz], markers[marker][1]))
+            else:
+                pieces.append(_lines(starts_va[c:cz], ends_va[c:cz], shown_a[c:cz], unit[c:cz], b.key[c:cz], b.klevel[c:cz]))
             out.write("".join(pieces))
             pieces.clear()
         written += zz - a
         if max_lines and z - a > max_lines and z < n:
             nskip = z - a - max_lines
-            pieces.append(f"... {nskip} entr{'y' if nskip == 1 else 'ies'} skipped ... \n")
+            if json_records:
+                pieces.append(f',\n{{"skipped": {nskip}, "marker": "{markers[marker][1]}"}}')
+            else:
+                pieces.append(f"... {nskip} entr{'y' if nskip == 1 else 'ies'} skipped ... \n")
     out.write("".join(pieces))
     st.ranges_written = written
     return st
+
+
+def _records(start, end, delta, key, klevel, eff, marker: str) -> str:
+    """JSON objects of many ranges (the fields of X86State._record), comma-separated."""
+    out = []
+    top = 1 << 64
+    for s_, e_, d, k, lv, ef in zip(start.tolist(), end.tolist(), delta.tolist(), key.tolist(), klevel.tolist(), eff.tolist()):
+        if lv <= MISSING_BASE:
+            out.append(
+                f'{{"start": {s_}, "end": {e_ or top}, "level": "{LEVEL_NAME[MISSING_BASE - lv]}", '
+                f'"marker": "{marker}", "missing_table_pa": {k & PTE_PFN_MASK}}}'
+            )
+            continue
+        present = bool(k & _PAGE_PRESENT)
+        flags = printk_prot(k, lv)[:30].split() if present else []
+        out.append(
+            f'{{"start": {s_}, "end": {e_ or top}, "size": {d or top}, "level": "{LEVEL_NAME[lv]}", '
+            f'"marker": "{marker}", "present": {"true" if present else "false"}, '
+            f'"flags": [{", ".join(chr(34) + f + chr(34) for f in flags)}], "prot": {k}, '
+            f'"effective": {{"user": {"true" if ef & _PAGE_USER else "false"}, '
+            f'"write": {"true" if ef & _PAGE_RW else "false"}, '
+            f'"exec": {"true" if present and not ef & _PAGE_NX else "false"}}}}}'
+        )
+    return ",\n".join(out)
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
