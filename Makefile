@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean fixtures
+.PHONY: demo test bench fuzz venv clean fixtures
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Coverage-guided fuzzing of the image readers and the walker (atheris); FUZZ_SECONDS per run.
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	$(BIN)/pip install -q atheris
+	mkdir -p fuzz/corpus
+	for c in tests/fixtures/*/*/core.elf; do n=$$(echo $$c | tr / _); \
+	  (printf '\000\000'; cat $$c) > fuzz/corpus/seed-$$n; done
+	$(BIN)/python fuzz/fuzz_images.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 fuzz/corpus
 
 clean:
 	rm -rf $(VENV)
