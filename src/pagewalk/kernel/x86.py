@@ -97,15 +97,15 @@ def _looks_like_pti(mem: MappedMemory, mode: PagingMode, kernel_root: int) -> bo
     except PagewalkError:
         return False
     i_cea = (mode.table_offset(cea) >> top.shift) & (top.entries - 1)
-    lower_user = user[: top.entries // 2]
     kernel_half_k = kern[top.entries // 2 :]
     kernel_half_u = user[top.entries // 2 :]
     if not user[i_cea] or not kern[i_cea]:
         return False
-    # the user copy maps a small subset of the kernel half; the kernel maps much more of it
+    # the user copy maps a small part of the kernel half (entry code, CPU entry area); without
+    # PTI the page after a PGD is unrelated memory or another full PGD
     mapped_u = int(np.count_nonzero(kernel_half_u))
     mapped_k = int(np.count_nonzero(kernel_half_k))
-    return mapped_u < mapped_k and (mapped_u <= 4 or bool(lower_user.any()) or True)
+    return mapped_u < mapped_k
 
 
 def _x86_layout(
