@@ -11,6 +11,7 @@ to tests/test_fuzz_regressions.py.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import sys
@@ -36,6 +37,7 @@ def test_one_input(data: bytes) -> None:
     path = os.path.join(_TMP, "img")
     with open(path, "wb") as f:
         f.write(body)
+    mem = None
     try:
         mem = open_image(path, "raw" if raw else "auto")
         regs = {"cr3": 0, "cr4": (1 << 12) if l5 else 0x20} if raw else None
@@ -45,6 +47,10 @@ def test_one_input(data: bytes) -> None:
         translate(target.mem, target.mode, target.root("kernel"), 0xFFFFFFFF81000000)
     except PagewalkError:
         pass
+    finally:
+        if mem is not None:
+            mem.close()  # every input maps a file: unmap it, or the fuzzer's RSS only grows
+        gc.collect()
 
 
 def main() -> None:

@@ -13,13 +13,16 @@ _REG_HELP = """\
 page-table roots, per architecture (NAME=VALUE, repeatable; the image supplies them where it can):
   x86_64   cr3 (root; the QEMU CPU-state note has it), cr4 (bit 12 LA57 = 5-level paging);
            VMCOREINFO's SYMBOL(init_top_pgt) + NUMBER(phys_base) give the kernel's own root.
+  riscv64  satp (MODE 63:60: 8 Sv39, 9 Sv48, 10 Sv57; ASID 59:44; PPN 43:0; QEMU `info registers`);
+  riscv32  satp (MODE bit 31 = Sv32; PPN 21:0); --kallsyms swapper_pg_dir/_end/kernel_map give
+           the kernel's own root and marker addresses.
 """
 
 
 def _common(p: argparse.ArgumentParser, image: bool = True) -> None:
     if image:
         p.add_argument("image", help="QEMU dump-guest-memory ELF core, ELF vmcore, or raw physical dump")
-    p.add_argument("--arch", help="architecture (default: from the image): x86_64")
+    p.add_argument("--arch", help="architecture (default: from the image): x86_64, arm64, riscv64, riscv32")
     p.add_argument("--reg", action="append", metavar="NAME=VALUE", help="a register value, e.g. cr3=0x1000")
     p.add_argument("--base", metavar="PA", help="first physical address of a raw dump (default 0)")
     p.add_argument("--image-format", choices=("auto", "elf", "raw"), default="auto")
@@ -135,7 +138,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         print(f"  {s.level}[{s.index:3d}] @ {entry_pa:#x} = {s.entry:#018x}  {s.flags}  -> {s.kind}")
     if tr.ok:
         size = _size_text(tr.page_size or 0)
-        print(f"pa {tr.pa:#x}  ({size} page; effective: {_x86_perm_text(tr.perm)})")
+        perm_text = target.mode.extra.get("perm_text", _x86_perm_text)
+        print(f"pa {tr.pa:#x}  ({size} page; effective: {perm_text(tr.perm)})")
         return 0
     print(f"fault: {tr.fault}")
     return 1

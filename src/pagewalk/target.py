@@ -107,8 +107,9 @@ def resolve(
     from .kernel import support_for
 
     regs = {**mem.cpu.regs, **(regs or {})}
-    kernel = support_for(arch or mem.cpu.arch)
-    options = {"pti": pti, **{k: v for k, v in options.items() if v is not None}}
+    arch = arch or mem.cpu.arch
+    kernel = support_for(arch)
+    options = {"pti": pti, "arch": arch, **{k: v for k, v in options.items() if v is not None}}
     target = kernel.resolve(mem, regs, kallsyms or {}, defines or {}, options)
     target.kernel = kernel
     return target

@@ -75,7 +75,8 @@ def translate(mem: MappedMemory, mode: PagingMode, root_pa: int, va: int) -> Tra
         if k == HwKind.LEAF:
             tr.steps.append(Step(lvl.name, table_pa, idx, entry, flags, "leaf", int(perm)))
             tr.page_size = lvl.entry_span
-            tr.pa = o + (off & (lvl.entry_span - 1))
+            leaf_pa = mode.extra.get("leaf_pa")  # e.g. riscv Svnapot: the PA depends on more than the entry
+            tr.pa = leaf_pa(mode, i, entry, va) if leaf_pa else o + (off & (lvl.entry_span - 1))
             tr.perm = int(perm)
             return tr
         tr.steps.append(Step(lvl.name, table_pa, idx, entry, flags, "table", int(perm)))
@@ -118,7 +119,11 @@ def translate_many(
         if leaf.any():
             li = idx_live[leaf]
             m = np.uint64(lvl.entry_span - 1)
-            pa[li] = out[leaf] + (o[leaf] & m)
+            leaf_pa = mode.extra.get("leaf_pa")
+            if leaf_pa:
+                pa[li] = [leaf_pa(mode, i, int(e_), int(v_)) for e_, v_ in zip(ent[leaf].tolist(), vas[li].tolist())]
+            else:
+                pa[li] = out[leaf] + (o[leaf] & m)
             size[li] = lvl.entry_span
             ok[li] = True
         cont = kind == HwKind.TABLE
