@@ -34,9 +34,9 @@ def checkwx(target: Target) -> WxResult:
 def table_pages(target: Target, views: list[str] | None = None) -> dict[int, int]:
     """PA -> size of every page-table page reachable from the given views (all by default)."""
     out: dict[int, int] = {}
-    mode = target.mode
     for view in views or list(target.roots):
         root = target.roots[view]
+        mode = target.mode_for(view)
         for i, lt in enumerate(discover(target.mem, mode, root)):
             size = mode.levels[i].entries * mode.entry_bytes
             for pa in lt.pas[lt.ok].tolist():

@@ -13,6 +13,10 @@ _REG_HELP = """\
 page-table roots, per architecture (NAME=VALUE, repeatable; the image supplies them where it can):
   x86_64   cr3 (root; the QEMU CPU-state note has it), cr4 (bit 12 LA57 = 5-level paging);
            VMCOREINFO's SYMBOL(init_top_pgt) + NUMBER(phys_base) give the kernel's own root.
+  arm64    ttbr1_el1 (kernel root), tcr_el1 (granule, T1SZ/T0SZ, DS=LPA2, IPS), mair_el1, ttbr0_el1 (user
+           half, --view current_user); a QEMU arm64 core has none of them: gdb on QEMU's gdbstub,
+           `p/x $TTBR1_EL1`. VMCOREINFO's SYMBOL(swapper_pg_dir) - NUMBER(kimage_voffset) and
+           NUMBER(TCR_EL1_T1SZ) suffice for the kernel view.
   riscv64  satp (MODE 63:60: 8 Sv39, 9 Sv48, 10 Sv57; ASID 59:44; PPN 43:0; QEMU `info registers`);
   riscv32  satp (MODE bit 31 = Sv32; PPN 21:0); --kallsyms swapper_pg_dir/_end/kernel_map give
            the kernel's own root and marker addresses.
@@ -28,7 +32,9 @@ def _common(p: argparse.ArgumentParser, image: bool = True) -> None:
     p.add_argument("--image-format", choices=("auto", "elf", "raw"), default="auto")
     p.add_argument("--kallsyms", metavar="FILE", help="/proc/kallsyms or System.map of the guest (KASLR layout)")
     p.add_argument("--define", action="append", metavar="NAME=VALUE", help="a layout constant, e.g. PAGE_OFFSET=0x...")
-    p.add_argument("--pti", choices=("auto", "on", "off"), default="auto", help="page-table isolation (default: detect)")
+    p.add_argument("--pti", choices=("auto", "on", "off"), default="auto", help="x86 page-table isolation (default: detect)")
+    p.add_argument("--kernel-version", metavar="X.Y", help="the guest kernel's version when the image does not say it "
+                   "(VMCOREINFO OSRELEASE); selects version-specific ptdump formats (arm64 6.1 vs 6.12)")
     p.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
 
 
@@ -72,7 +78,7 @@ def _target(args: argparse.Namespace):
     regs = parse_assignments(args.reg, "--reg")
     defines = parse_assignments(args.define, "--define")
     kallsyms = read_kallsyms(args.kallsyms) if args.kallsyms else {}
-    target = resolve(mem, args.arch, regs, kallsyms, defines, args.pti)
+    target = resolve(mem, args.arch, regs, kallsyms, defines, args.pti, kernel_version=args.kernel_version)
     for n in target.notes:
         _note(args, f"note: {n}")
     return target, kallsyms
@@ -112,7 +118,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     target, _ = _target(args)
     va = parse_int(args.va)
     root = target.root(args.view)
-    tr = translate(target.mem, target.mode, root, va)
+    mode = target.mode_for(args.view)
+    tr = translate(target.mem, mode, root, va)
     if args.format == "json":
         import json
 
@@ -120,7 +127,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             "schema": "pagewalk.translate",
             "version": 1,
             "va": va,
-            "mode": target.mode.name,
+            "mode": mode.name,
             "root_pa": root,
             "steps": [s.__dict__ for s in tr.steps],
             "pa": tr.pa,
@@ -129,16 +136,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=1))
         return 0 if tr.ok else 1
-    print(f"va {va:#018x}  {target.mode.name}  root {root:#x} ({args.view})")
+    print(f"va {va:#018x}  {mode.name}  root {root:#x} ({args.view})")
     for s in tr.steps:
-        entry_pa = s.table_pa + s.index * target.mode.entry_bytes
+        entry_pa = s.table_pa + s.index * mode.entry_bytes
         if s.entry is None:
             print(f"  {s.level}[{s.index:3d}] @ {entry_pa:#x}: table not in the image")
             continue
         print(f"  {s.level}[{s.index:3d}] @ {entry_pa:#x} = {s.entry:#018x}  {s.flags}  -> {s.kind}")
     if tr.ok:
         size = _size_text(tr.page_size or 0)
-        perm_text = target.mode.extra.get("perm_text", _x86_perm_text)
+        perm_text = mode.extra.get("perm_text", _x86_perm_text)
         print(f"pa {tr.pa:#x}  ({size} page; effective: {perm_text(tr.perm)})")
         return 0
     print(f"fault: {tr.fault}")

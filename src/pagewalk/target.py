@@ -28,6 +28,11 @@ class Target:
     unavailable: dict[str, str] = field(default_factory=dict)  # view -> why it has no root
     kernel: Any = None  # the pagewalk.kernel module that formats and checks this architecture
 
+    def mode_for(self, view: str) -> PagingMode:
+        """The paging mode of a view (arm64's TTBR0 half may differ from the TTBR1 one)."""
+        modes = getattr(self.layout, "modes", None) or {}
+        return modes.get(view, self.mode)
+
     def root(self, view: str) -> int:
         if view in self.unavailable and view not in self.roots:
             raise RootError(self.unavailable[view])
