@@ -29,6 +29,7 @@ from .errors import PagewalkError
 from .memory.base import MappedMemory
 from .mode import Kind, PagingMode
 
+SKIP_KLEVEL = -3  # klevel of entries the kernel neither reports nor descends into (Kind.SKIP)
 MISSING_BASE = -10  # klevel MISSING_BASE - k: an entry at level k whose table the image does not hold
 
 
@@ -173,7 +174,11 @@ def _upper_runs(mode: PagingMode, i: int, lt: LevelTables, child: Runs) -> Runs:
     tab_ok = is_tab.copy()
     tab_ok[is_tab] = _child_ok(child, cidx[is_tab])
     missing = is_tab & ~tab_ok
-    own = (kind == Kind.HOLE) | (kind == Kind.LEAF) | missing
+    # SKIP entries get a run too: no note_page() event happens in them (the run before goes on),
+    # but a consumer must know where they are: a range start or an address marker inside one
+    # is not an event (the kernel's next event is the first entry after it)
+    skip = kind == Kind.SKIP
+    own = (kind == Kind.HOLE) | (kind == Kind.LEAF) | missing | skip
     cnt = np.zeros(n * N, dtype=np.int64)
     cnt[own] = 1
     cnt[tab_ok] = ccount[cidx[tab_ok]]
@@ -201,10 +206,13 @@ def _upper_runs(mode: PagingMode, i: int, lt: LevelTables, child: Runs) -> Runs:
     leaf = kind[own] == Kind.LEAF
     e_own = ent[own]
     r_start[p] = entry_va[own]
-    r_klevel[p] = np.where(hole, lvl.hole_depth, np.where(leaf, lvl.klevel, MISSING_BASE - lvl.klevel))
+    sk = kind[own] == Kind.SKIP
+    r_klevel[p] = np.where(
+        hole, lvl.hole_depth, np.where(leaf, lvl.klevel, np.where(sk, SKIP_KLEVEL, MISSING_BASE - lvl.klevel))
+    )
     r_hw[p] = i
     r_val[p] = np.where(hole, np.uint64(0), e_own)
-    r_key[p] = np.where(hole, np.uint64(0), np.where(leaf, e_own & np.uint64(mode.ptdump_key_mask), e_own))
+    r_key[p] = np.where(hole | sk, np.uint64(0), np.where(leaf, e_own & np.uint64(mode.ptdump_key_mask), e_own))
     r_eff[p] = np.where(leaf, mode.perm(i, e_own), np.uint64(0))
     r_zero[p] = hole
     # the children's runs, moved to the entry's VA, permissions folded through the entry

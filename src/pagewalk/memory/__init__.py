@@ -17,7 +17,8 @@ _KDUMP_MAGICS = (b"KDUMP   ", b"makedumpfile")
 
 
 def open_image(path: str, image_format: str = "auto", base: int | None = None) -> MappedMemory:
-    """Open a memory image: a QEMU/kdump ELF core or a raw physical dump (`base` = its first PA).
+    """Open a memory image: an ELF core (QEMU, kdump vmcore), a kdump-compressed file (makedumpfile's
+    KDUMP format, plain or flattened) or a raw physical dump (`base` = its first PA).
 
     >>> mem = open_image("tests/fixtures/x86_64/demo/core.elf")  # doctest: +SKIP
     """
@@ -58,8 +59,7 @@ def open_image(path: str, image_format: str = "auto", base: int | None = None) -
 
         return RawMemory(path, base or 0)
     if fmt == "kdump":
-        raise FormatError(
-            f"{path}: kdump-compressed images are not supported yet; "
-            "convert with `makedumpfile -R` and `makedumpfile -E` to an ELF vmcore"
-        )
-    raise FormatError(f"unknown image format {image_format!r} (auto, elf, raw)")
+        from .kdump import KdumpMemory
+
+        return KdumpMemory(path)
+    raise FormatError(f"unknown image format {image_format!r} (auto, elf, kdump, raw)")

@@ -23,7 +23,7 @@ from ..arch.arm64 import (
 )
 from ..bits import align_up, mask
 from ..mode import PagingMode
-from ..runs import MISSING_BASE, Runs
+from ..runs import SKIP_KLEVEL, MISSING_BASE, Runs
 
 TOP = 1 << 64
 _UNITS = "KMGTPE"
@@ -226,6 +226,8 @@ def run_extents(mode: PagingMode, runs: Runs) -> Iterator[tuple[int, int, int, i
     for k in range(n):
         s = starts[k]
         e = starts[k + 1] if k + 1 < n else top
+        if klevel[k] == SKIP_KLEVEL:
+            continue  # entries the kernel skips make no event
         yield base + s, base + e, klevel[k], val[k], key[k], spans[hw[k]]
 
 

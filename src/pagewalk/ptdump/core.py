@@ -15,7 +15,7 @@ from typing import Iterator, Protocol
 
 from ..bits import align_up
 from ..mode import PagingMode
-from ..runs import Runs
+from ..runs import SKIP_KLEVEL, Runs
 
 TOP = 1 << 64
 
@@ -50,6 +50,8 @@ def run_extents(mode: PagingMode, runs: Runs) -> Iterator[tuple[int, int, int, i
     hw = runs.hw.tolist()
     n = len(starts)
     for k in range(n):
+        if klevel[k] == SKIP_KLEVEL:
+            continue  # no event in entries the kernel skips; the previous run goes on over them
         s = starts[k]
         e = starts[k + 1] if k + 1 < n else top
         span = spans[hw[k]]

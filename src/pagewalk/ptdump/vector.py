@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..mode import PagingMode
-from ..runs import Runs
+from ..runs import SKIP_KLEVEL, Runs
 
 U = np.uint64
 
@@ -103,6 +103,13 @@ def breaks(
     idx = np.concatenate([p[0] for p in parts])
     ev_s = np.concatenate([p[1] for p in parts])
     ev_e = np.concatenate([p[2] for p in parts])
+    # entries the kernel skips make no event: drop them (their extent stays a gap between events)
+    real = runs.klevel[idx] != SKIP_KLEVEL
+    if not real.all():
+        idx, ev_s, ev_e = idx[real], ev_s[real], ev_e[real]
+        if len(idx) == 0:
+            empty = np.zeros(0, U)
+            return Breaks(empty, np.zeros(0, np.int8), empty, empty, empty, [None] * (len(markers) - 1))
     klevel = runs.klevel[idx]
     key = runs.key[idx]
     val = runs.val[idx]

@@ -36,7 +36,8 @@ class Layout:
     modules_vaddr: int = 0xFFFFFFFFC0000000  # __START_KERNEL_map + KERNEL_IMAGE_SIZE (1 GiB, RANDOMIZE_BASE)
     modules_end: int = 0xFFFFFFFFFF000000
     fixaddr_start: int | None = None
-    kasan: bool = False
+    kasan: bool = False  # CONFIG_KASAN: the shadow markers
+    kasan_shadow_offset: int = 0xDFFFFC0000000000  # CONFIG_KASAN_SHADOW_OFFSET (x86-64 default)
     ldt: bool = True  # CONFIG_MODIFY_LDT_SYSCALL
     espfix: bool = True  # CONFIG_X86_ESPFIX64
     efi: bool = True  # CONFIG_EFI
@@ -74,6 +75,11 @@ class Layout:
             (self.vmalloc_start, "vmalloc() Area", 0),
             (self.vmemmap_start, "Vmemmap", 0),
         ]
+        if self.kasan:
+            # KASAN_SHADOW_START = KASAN_SHADOW_OFFSET + ((-1UL << __VIRTUAL_MASK_SHIFT) >> 3)
+            vms = 56 if self.l5 else 47
+            start = (self.kasan_shadow_offset + ((TOP - (1 << vms)) >> 3)) % TOP
+            m += [(start, "KASAN shadow", 0), (start + (1 << (vms - 3)), "KASAN shadow end", 0)]
         m.append((TOP - (4 << p4d_shift), "CPU entry Area", 0))
         if self.espfix:
             m.append((TOP - (2 << p4d_shift), "ESPfix Area", 16))
@@ -258,6 +264,7 @@ def format_fast(
     if n == 0:
         return st
     starts_va = to_va(mode, b.start)
+    starts_va[0] = 0  # the kernel's first note_page() leaves start_address at 0
     ends_va = np.empty_like(starts_va)
     ends_va[:-1] = starts_va[1:]
     ends_va[-1] = 0  # the flush: note_page(st, 0, -1, 0)
