@@ -25,11 +25,12 @@ page-table roots, per architecture (NAME=VALUE, repeatable; the image supplies t
 
 def _common(p: argparse.ArgumentParser, image: bool = True) -> None:
     if image:
-        p.add_argument("image", help="QEMU dump-guest-memory ELF core, ELF vmcore, or raw physical dump")
+        p.add_argument("image", help="QEMU dump-guest-memory ELF core, ELF vmcore, kdump-compressed file "
+                       "(makedumpfile, plain or flattened), or raw physical dump")
     p.add_argument("--arch", help="architecture (default: from the image): x86_64, arm64, riscv64, riscv32")
     p.add_argument("--reg", action="append", metavar="NAME=VALUE", help="a register value, e.g. cr3=0x1000")
     p.add_argument("--base", metavar="PA", help="first physical address of a raw dump (default 0)")
-    p.add_argument("--image-format", choices=("auto", "elf", "raw"), default="auto")
+    p.add_argument("--image-format", choices=("auto", "elf", "kdump", "raw"), default="auto")
     p.add_argument("--kallsyms", metavar="FILE", help="/proc/kallsyms or System.map of the guest (KASLR layout)")
     p.add_argument("--define", action="append", metavar="NAME=VALUE", help="a layout constant, e.g. PAGE_OFFSET=0x...")
     p.add_argument("--pti", choices=("auto", "on", "off"), default="auto", help="x86 page-table isolation (default: detect)")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import io
 import mmap
 import struct
 import zlib
@@ -192,8 +193,10 @@ def _load_zstd() -> Callable[[bytes, int], bytes]:
     dctx = zstandard.ZstdDecompressor()
 
     def zstd_py(data: bytes, page_size: int) -> bytes:
+        # a bounded read: decompress() trusts the frame's content size (an allocation of any size)
         try:
-            out = dctx.decompress(data, max_output_size=page_size)
+            with dctx.stream_reader(io.BytesIO(data)) as r:
+                out = r.read(page_size + 1)
         except zstandard.ZstdError as e:
             raise _Corrupt(f"corrupt zstd data ({e})") from None
         if len(out) != page_size:
@@ -219,7 +222,7 @@ def decompressor(algo: int) -> Callable[[bytes, int], bytes]:
         name = _ALGOS[algo]
         raise FormatError(
             f"this kdump file has {name}-compressed pages; reading them needs the Python package "
-            f"'{_PACKAGES[algo]}' (pip install {_PACKAGES[algo]}, or pip install 'pagewalk[kdump]')"
+            f"'{_PACKAGES[algo]}' (pip install {_PACKAGES[algo]})"
         ) from None
 
 
@@ -470,7 +473,9 @@ class KdumpMemory(MappedMemory):
             max_mapnr = nbits
         self.max_mapnr = max_mapnr
         raw2 = src.read(bitmap_off + half, half)
-        assert raw2 is not None
+        raw1 = src.read(bitmap_off, min(half, (max_mapnr + 7) // 8))
+        assert raw1 is not None and raw2 is not None  # both inside the range checked above
+        self._bitmap1 = bytes(raw1)  # pages that exist: says why a page is absent
         nwords = (max_mapnr + 63) // 64
         words = np.zeros(nwords, dtype=np.uint64)
         b2 = np.frombuffer(raw2, dtype=np.uint8, count=min(half, nwords * 8))
@@ -503,7 +508,10 @@ class KdumpMemory(MappedMemory):
         # compression: fail now, with the package to install, if a library is missing
         for algo in (LZO, SNAPPY, ZSTD):
             if status & algo:
-                self._decomp[algo] = decompressor(algo)
+                try:
+                    self._decomp[algo] = decompressor(algo)
+                except FormatError as err:
+                    raise FormatError(f"{path}: {err}") from None
         self.compression = [name for flag, name in _ALGOS.items() if status & flag] or ["none"]
 
         # notes and VMCOREINFO
@@ -619,6 +627,18 @@ class KdumpMemory(MappedMemory):
             raise _Corrupt(f"{_ALGOS[algo]} data give {len(out)} bytes, not a page")
         return bytes(out)
 
+    def _why_absent(self, pa: int, size: int) -> str:
+        """Why the first absent page of [pa, pa+size) is absent, when the bitmaps say."""
+        sh = self._shift
+        first, last = pa >> sh, (pa + size - 1) >> sh
+        for pfn in range(first, min(last, first + 4096) + 1):
+            if self._dumped(pfn) is not None:
+                continue
+            if pfn < self.max_mapnr and pfn < 8 * len(self._bitmap1) and (self._bitmap1[pfn >> 3] >> (pfn & 7)) & 1:
+                return f"excluded from the dump by makedumpfile, dump level {self.dump_level}"
+            break
+        return ""
+
     def _page_or_raise(self, pfn: int, pa: int, size: int) -> bytes:
         pg = self._page(pfn)
         if pg is None:
@@ -670,7 +690,7 @@ class KdumpMemory(MappedMemory):
         if size <= 0:
             return b""
         if not self.contains(pa, size):
-            raise MemoryReadError(pa, size)
+            raise MemoryReadError(pa, size, self._why_absent(pa, size))
         ps, sh = self.page_size, self._shift
         out = bytearray()
         cur, end = pa, pa + size
