@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 from pagewalk import open_image
 from pagewalk.arch.x86 import X86_64_4LEVEL, X86_64_5LEVEL, _make_mode, describe
-from pagewalk.target import START_KERNEL_MAP, read_kallsyms, resolve
+from pagewalk.target import read_kallsyms, resolve
 from pagewalk.translate import translate, translate_many
 
 TOP = 1 << 64
 KB4, MB2, GB1 = 4096, 2 << 20, 1 << 30
+START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map
 PAGE_SIZE_OF = {"pte": KB4, "pmd": MB2, "pud": GB1}
 X86_PAT_LARGE = 1 << 12
 LINE = re.compile(r"^0x([0-9a-f]{16})-0x([0-9a-f]{16})\s+\d+[BKMGTPE] (.{30})(pgd|p4d|pud|pmd|pte)$")
@@ -195,9 +196,9 @@ def _build(mode, mappings, raws) -> tuple[PageTableBuilder, list[int]]:
         va = vas[k % len(vas)]
         try:
             t, i = b.slot(va, min(level, nlev - 1))
-        except (KeyError, ValueError):
+            b.set_entry(t, i, value)
+        except (KeyError, ValueError):  # an earlier edit cut the path or sent it out of the image
             continue
-        b.set_entry(t, i, value)
     return b, vas
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from ..arch import x86
 from ..errors import PagewalkError, RootError, UsageError
 from ..memory.base import MappedMemory
+from ..memory.notes import vmcoreinfo_int
 from ..mode import PagingMode
 from ..ptdump.x86 import Layout, format_fast
 from ..runs import root_runs
@@ -41,9 +42,10 @@ def resolve(
     mode = x86.X86_64_5LEVEL if l5 else x86.X86_64_4LEVEL
     roots: dict[str, int] = {}
     unavailable: dict[str, str] = {}
-    if "SYMBOL(init_top_pgt)" in vi and "NUMBER(phys_base)" in vi:
-        sym = int(vi["SYMBOL(init_top_pgt)"], 16)
-        phys_base = int(vi["NUMBER(phys_base)"]) & ((1 << 64) - 1)
+    sym = vmcoreinfo_int(vi, "SYMBOL(init_top_pgt)")
+    phys_base = vmcoreinfo_int(vi, "NUMBER(phys_base)")
+    if sym is not None and phys_base is not None:
+        phys_base &= (1 << 64) - 1  # negative with KASLR
         kernel = (sym - START_KERNEL_MAP + phys_base) & ((1 << 64) - 1)
         roots["kernel"] = check_root(mem, mode, kernel, "init_top_pgt (VMCOREINFO)")
     if pti == "on":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+from ..errors import FormatError
 from .base import CpuState
 
 # QEMUCPUState (QEMU target/i386/arch_dump.c): version, size, then rax..gs segments; cr[5] at 0x188.
@@ -27,6 +28,20 @@ def parse_vmcoreinfo(text: str) -> dict[str, str]:
         if sep:
             out[k.strip()] = v.strip()
     return out
+
+
+def vmcoreinfo_int(vi: dict[str, str], key: str, base: int = 0) -> int | None:
+    """A VMCOREINFO number (SYMBOL() values are hex, as the kernel writes them); None if absent.
+
+    A value that is not a number is a corrupt image: FormatError, not a traceback.
+    """
+    v = vi.get(key)
+    if v is None or v == "":
+        return None
+    try:
+        return int(v, base or (16 if key.startswith("SYMBOL(") or key == "KERNELOFFSET" else 10))
+    except ValueError:
+        raise FormatError(f"VMCOREINFO {key}={v!r} is not a number (corrupt image?)") from None
 
 
 def parse_notes(notes: list[tuple[str, int, bytes]], arch: str, little: bool) -> CpuState:
