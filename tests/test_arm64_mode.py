@@ -15,7 +15,8 @@ from builders_arm64 import (
 
 from pagewalk.arch import arm64
 from pagewalk.mode import HwKind, Kind
-from pagewalk.ptdump.arm64 import Arm64State, drive
+from pagewalk.ptdump.arm64 import Arm64State
+from pagewalk.ptdump.core import drive
 from pagewalk.runs import root_runs
 from pagewalk.translate import translate
 

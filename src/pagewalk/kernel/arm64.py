@@ -21,7 +21,8 @@ from ..errors import RootError, UsageError
 from ..memory.base import MappedMemory
 from ..runs import root_runs
 from ..target import Target, check_root
-from ..ptdump.arm64 import Arm64State, drive
+from ..ptdump.core import drive
+from ..ptdump.arm64 import Arm64State
 from . import JSON_SCHEMA_VERSION, WxResult
 
 TOP = 1 << 64

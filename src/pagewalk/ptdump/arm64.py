@@ -14,16 +14,15 @@ mm_p4d_folded(), mm_pud_folded()) to level 0 before comparing; the marker order 
 
 from __future__ import annotations
 
-import bisect
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from ..arch.arm64 import (
     PTE_AF, PTE_ATTRINDX_MASK, PTE_CONT, PTE_GP, PTE_NG, PTE_PXN, PTE_RDONLY, PTE_SHARED, PTE_TABLE_BIT,
     PTE_USER, PTE_UXN, PTE_VALID,
 )
-from ..bits import align_up, mask
-from ..mode import PagingMode
-from ..runs import SKIP_KLEVEL, MISSING_BASE, Runs
+from ..bits import mask
+from ..runs import MISSING_BASE
+from .core import MarkerState
 
 TOP = 1 << 64
 _UNITS = "KMGTPE"
@@ -75,7 +74,7 @@ def level_names(series: str, nlevels: int) -> tuple[str, ...]:
     return ("PGD", "P4D", "PUD", "PMD", "PTE")
 
 
-class Arm64State:
+class Arm64State(MarkerState):
     """note_page() of arch/arm64/mm/ptdump.c, with note_prot_uxn()/note_prot_wx() accounting."""
 
     def __init__(
@@ -110,15 +109,6 @@ class Arm64State:
         self.wx_ranges: list[tuple[int, int]] = []
         self.uxn_ranges: list[tuple[int, int]] = []
         self.ranges_written = 0
-
-    def _print(self, s: str) -> None:
-        if self.out is not None:
-            self.out.write(s)
-
-    def next_marker(self) -> int | None:
-        if self.level == -1 or self.marker + 1 >= len(self.markers):
-            return None
-        return self.markers[self.marker + 1][0]
 
     def _name(self, level: int) -> str:
         if level <= MISSING_BASE:
@@ -209,54 +199,3 @@ class Arm64State:
             return
         end = self.end_address
         self.note(0 if end == TOP - 1 else end, -1, 0, 0, 0)
-
-
-def run_extents(mode: PagingMode, runs: Runs) -> Iterator[tuple[int, int, int, int, int, int]]:
-    """(va, end, klevel, val, key, entry_span) of every run, in address order; VAs are
-    `mode.canonical_va(offset)` (arm64's TTBR1 region is the top of the address space)."""
-    base = mode.canonical_va(0)
-    top = 1 << mode.va_bits
-    starts = runs.start.tolist()
-    klevel = runs.klevel.tolist()
-    val = runs.val.tolist()
-    key = runs.key.tolist()
-    hw = runs.hw.tolist()
-    spans = [1 << lvl.shift for lvl in mode.levels]
-    n = len(starts)
-    for k in range(n):
-        s = starts[k]
-        e = starts[k + 1] if k + 1 < n else top
-        if klevel[k] == SKIP_KLEVEL:
-            continue  # entries the kernel skips make no event
-        yield base + s, base + e, klevel[k], val[k], key[k], spans[hw[k]]
-
-
-def drive(state: Arm64State, mode: PagingMode, runs: Runs, ranges: list[tuple[int, int]]) -> None:
-    """ptdump_walk_pgd(): feed `state` one event per run (plus the event the kernel delivers at the
-    first entry at or after each marker inside a run) for each range, then flush. The same
-    algorithm as ptdump.core.drive(), on arm64's VA numbering."""
-    extents = list(run_extents(mode, runs))
-    starts = [x[0] for x in extents]
-    for r_start, r_end in ranges:
-        k = max(0, bisect.bisect_right(starts, r_start) - 1)
-        while k < len(extents):
-            s, e, klevel, val, key, span = extents[k]
-            if s >= r_end:
-                break
-            k += 1
-            if e <= r_start:
-                continue
-            va = max(s, r_start)
-            end = min(e, r_end)
-            state.note(va, klevel, val, key)
-            last = va
-            while True:
-                m = state.next_marker()
-                if m is None or m >= end:
-                    break
-                p = max(align_up(m, span), last + span)
-                if p >= end:
-                    break
-                state.note(p, klevel, val, key)
-                last = p
-    state.flush()

@@ -32,6 +32,28 @@ class NoteState(Protocol):
     def flush(self) -> None: ...
 
 
+class MarkerState:
+    """What every note_page() port shares: its output and the address marker ahead of it.
+
+    Subclasses set `markers` ((start, name, ...) in the kernel's array order, END last), `marker`
+    (index of the current one), `level` (-1 before the first event) and `out`.
+    """
+
+    markers: list
+    marker: int
+    level: int
+    out: object
+
+    def _print(self, s: str) -> None:
+        if self.out is not None:
+            self.out.write(s)
+
+    def next_marker(self) -> int | None:
+        if self.level == -1 or self.marker + 1 >= len(self.markers):
+            return None
+        return self.markers[self.marker + 1][0]
+
+
 def run_extents(mode: PagingMode, runs: Runs) -> Iterator[tuple[int, int, int, int, int, int, int]]:
     """(va, end, klevel, val, key, eff, entry_span) of every run, canonical VAs, in address order.
 
@@ -41,6 +63,8 @@ def run_extents(mode: PagingMode, runs: Runs) -> Iterator[tuple[int, int, int, i
     half = 1 << (mode.va_bits - 1)
     top = 1 << mode.va_bits
     high = TOP - top if mode.canonical else 0
+    # a mode whose VAs are an offset from a base (arm64's TTBR1 region is the top 2^va_bits)
+    base = 0 if mode.canonical else mode.canonical_va(0)
     starts = runs.start.tolist()
     klevel = runs.klevel.tolist()
     val = runs.val.tolist()
@@ -61,7 +85,7 @@ def run_extents(mode: PagingMode, runs: Runs) -> Iterator[tuple[int, int, int, i
         if mode.canonical and s >= half:
             yield s + high, (e + high) if e < top else TOP, klevel[k], val[k], key[k], eff[k], span
         else:
-            yield s, e, klevel[k], val[k], key[k], eff[k], span
+            yield base + s, base + e, klevel[k], val[k], key[k], eff[k], span
 
 
 def drive(state: NoteState, mode: PagingMode, runs: Runs, ranges: list[tuple[int, int]]) -> None:

@@ -35,6 +35,7 @@ from ..arch.riscv import (
 from ..errors import MemoryReadError
 from ..mode import Kind, PagingMode
 from ..runs import MISSING_BASE
+from .core import MarkerState
 
 SZ_2G = 1 << 31
 SZ_16M = 1 << 24
@@ -214,7 +215,7 @@ def entry_reader(mem, mode: PagingMode, root: int) -> Callable[[int, int], int]:
     return read
 
 
-class RiscvState:
+class RiscvState(MarkerState):
     """note_page() of arch/riscv/mm/ptdump.c (v6.12), with note_prot_wx()."""
 
     def __init__(
@@ -242,15 +243,6 @@ class RiscvState:
         self.lines = 0
         self.wx_pages = 0
         self.wx_ranges: list[tuple[int, int]] = []
-
-    def _print(self, s: str) -> None:
-        if self.out is not None:
-            self.out.write(s)
-
-    def next_marker(self) -> int | None:
-        if self.level == -1 or self.marker + 1 >= len(self.markers):
-            return None
-        return self.markers[self.marker + 1][0]
 
     def _pa(self, va: int, level: int, val: int, fresh: bool) -> int:
         if not fresh and self.entry_at is not None and level >= 0 and val:

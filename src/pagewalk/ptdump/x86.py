@@ -15,6 +15,7 @@ import numpy as np
 from ..runs import MISSING_BASE, sorted_unique
 
 from ..arch.x86 import PTE_PFN_MASK, _PAGE_GLOBAL, _PAGE_NX, _PAGE_PAT_LARGE, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT, _PAGE_RW, _PAGE_USER
+from .core import MarkerState
 
 TOP = 1 << 64
 LEVEL_NAME = ("pgd", "p4d", "pud", "pmd", "pte")
@@ -124,7 +125,7 @@ def printk_prot(prot: int, level: int) -> str:
     return s + LEVEL_NAME[level] + "\n"
 
 
-class X86State:
+class X86State(MarkerState):
     """note_page() of arch/x86/mm/dump_pagetables.c, with its W+X accounting (note_wx())."""
 
     def __init__(
@@ -150,15 +151,6 @@ class X86State:
         self.lines = 0
         self.wx_pages = 0
         self.wx_ranges: list[tuple[int, int]] = []
-
-    def _print(self, s: str) -> None:
-        if self.out is not None:
-            self.out.write(s)
-
-    def next_marker(self) -> int | None:
-        if self.level == -1 or self.marker + 1 >= len(self.markers):
-            return None
-        return self.markers[self.marker + 1][0]
 
     def note(self, va: int, level: int, val: int, key: int, eff: int) -> None:
         new_prot = key
