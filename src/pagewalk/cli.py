@@ -25,8 +25,15 @@ page-table roots, per architecture (NAME=VALUE, repeatable; the image supplies t
 
 def _common(p: argparse.ArgumentParser, image: bool = True) -> None:
     if image:
-        p.add_argument("image", help="QEMU dump-guest-memory ELF core, ELF vmcore, kdump-compressed file "
-                       "(makedumpfile, plain or flattened), or raw physical dump")
+        p.add_argument("image", nargs="?", help="QEMU dump-guest-memory ELF core, ELF vmcore, kdump-compressed file "
+                       "(makedumpfile, plain or flattened), or raw physical dump (or --gdb/--qmp instead)")
+        live = p.add_argument_group("a live QEMU guest (instead of IMAGE; stopped while read, resumed after)")
+        live.add_argument("--gdb", metavar="HOST:PORT",
+                          help="QEMU's gdbstub (qemu -s: localhost:1234; -gdb tcp::PORT); registers come from it")
+        live.add_argument("--qmp", metavar="PATH",
+                          help="QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off; HOST:PORT for tcp)")
+        live.add_argument("--keep-running", action="store_true",
+                          help="do not hold the guest stopped while reading (the view may be torn)")
     p.add_argument("--arch", help="architecture (default: from the image): x86_64, arm64, riscv64, riscv32")
     p.add_argument("--reg", action="append", metavar="NAME=VALUE", help="a register value, e.g. cr3=0x1000")
     p.add_argument("--base", metavar="PA", help="first physical address of a raw dump (default 0)")
@@ -73,7 +80,17 @@ def _target(args: argparse.Namespace):
     from .target import parse_assignments, parse_int, read_kallsyms, resolve
 
     base = parse_int(args.base) if args.base else None
-    mem = open_image(args.image, args.image_format, base)
+    if getattr(args, "gdb", None) or getattr(args, "qmp", None):
+        if args.image:
+            raise UsageError("give an IMAGE or --gdb/--qmp, not both")
+        from .live import open_live
+
+        mem = open_live(args.gdb, args.qmp, args.keep_running)
+        _LIVE.append(mem)
+    elif not args.image:
+        raise UsageError("an IMAGE, --gdb HOST:PORT or --qmp PATH is needed")
+    else:
+        mem = open_image(args.image, args.image_format, base)
     for w in getattr(mem, "warnings", []):
         _note(args, f"warning: {w}")
     regs = parse_assignments(args.reg, "--reg")
@@ -83,6 +100,14 @@ def _target(args: argparse.Namespace):
     for n in target.notes:
         _note(args, f"note: {n}")
     return target, kallsyms
+
+
+_LIVE: list = []  # live guests opened by _target(): closed (guest resumed) when the command ends
+
+
+def _close_live() -> None:
+    while _LIVE:
+        _LIVE.pop().close()
 
 
 def _note(args: argparse.Namespace, text: str) -> None:
@@ -219,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    finally:
+        _close_live()
 
 
 if __name__ == "__main__":
