@@ -49,7 +49,24 @@ def _x86_formats(mode: PagingMode) -> tuple[MakeTableEntry, MakeLeaf]:
 # mode.arch -> factory of (make_table_entry, make_leaf); other architectures plug in here.
 ARCH_ENTRY_FORMATS: dict[str, Callable[[PagingMode], tuple[MakeTableEntry, MakeLeaf]]] = {
     "x86_64": _x86_formats,
+    "i386": lambda mode: _i386_formats(mode),
 }
+
+
+def _i386_formats(mode: PagingMode) -> tuple[MakeTableEntry, MakeLeaf]:
+    """i386 (2-level and PAE): the x86 bits (SDM §4.3, §4.4); a 2-level 4 MiB page puts PA bits
+    39:32 in bits 20:13 (PSE-36). A PAE PDPTE made this way carries _PAGE_TABLE's RW/US/A/D, bits
+    the SDM reserves there and QEMU ignores; Linux writes PA | _PAGE_PRESENT (pud_populate())."""
+    make_table_entry, x86_leaf = _x86_formats(mode)
+    if mode.entry_bytes == 8:
+        return make_table_entry, x86_leaf
+
+    def make_leaf(level: int, pa: int, flags: int) -> int:
+        if level == 0:
+            pa = (pa & 0xFFC00000) | ((pa >> 32) & 0xFF) << 13
+        return x86_leaf(level, pa, flags)
+
+    return make_table_entry, make_leaf
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ _REG_HELP = """\
 page-table roots, per architecture (NAME=VALUE, repeatable; the image supplies them where it can):
   x86_64   cr3 (root; the QEMU CPU-state note has it), cr4 (bit 12 LA57 = 5-level paging);
            VMCOREINFO's SYMBOL(init_top_pgt) + NUMBER(phys_base) give the kernel's own root.
+  i386     cr3 (root: the page directory, or with PAE the 32-byte aligned PDPT; the QEMU CPU-state
+           note has it), cr4 (bit 5 PAE = 3-level paging, else 2-level; bit 4 PSE = 4 MiB pages);
+           VMCOREINFO's SYMBOL(swapper_pg_dir) - PAGE_OFFSET gives the kernel's own root.
   arm64    ttbr1_el1 (kernel root), tcr_el1 (granule, T1SZ/T0SZ, DS=LPA2, IPS), mair_el1, ttbr0_el1 (user
            half, --view current_user); a QEMU arm64 core has none of them: gdb on QEMU's gdbstub,
            `p/x $TTBR1_EL1`. VMCOREINFO's SYMBOL(swapper_pg_dir) - NUMBER(kimage_voffset) and
@@ -27,14 +30,14 @@ def _common(p: argparse.ArgumentParser, image: bool = True) -> None:
     if image:
         p.add_argument("image", nargs="?", help="QEMU dump-guest-memory ELF core, ELF vmcore, kdump-compressed file "
                        "(makedumpfile, plain or flattened), or raw physical dump (or --gdb/--qmp instead)")
-        live = p.add_argument_group("a live QEMU guest (instead of IMAGE; stopped while read, resumed after)")
-        live.add_argument("--gdb", metavar="HOST:PORT",
-                          help="QEMU's gdbstub (qemu -s: localhost:1234; -gdb tcp::PORT); registers come from it")
-        live.add_argument("--qmp", metavar="PATH",
-                          help="QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off; HOST:PORT for tcp)")
-        live.add_argument("--keep-running", action="store_true",
-                          help="do not hold the guest stopped while reading (the view may be torn)")
-    p.add_argument("--arch", help="architecture (default: from the image): x86_64, arm64, riscv64, riscv32")
+    live = p.add_argument_group("a live QEMU guest (instead of IMAGE; stopped while read, resumed after)")
+    live.add_argument("--gdb", metavar="HOST:PORT",
+                      help="QEMU's gdbstub (qemu -s: localhost:1234; -gdb tcp::PORT); registers come from it")
+    live.add_argument("--qmp", metavar="PATH",
+                      help="QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off; HOST:PORT for tcp)")
+    live.add_argument("--keep-running", action="store_true",
+                      help="do not hold the guest stopped while reading (the view may be torn)")
+    p.add_argument("--arch", help="architecture (default: from the image): x86_64, i386, arm64, riscv64, riscv32")
     p.add_argument("--reg", action="append", metavar="NAME=VALUE", help="a register value, e.g. cr3=0x1000")
     p.add_argument("--base", metavar="PA", help="first physical address of a raw dump (default 0)")
     p.add_argument("--image-format", choices=("auto", "elf", "kdump", "raw"), default="auto")
@@ -63,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("checkwx", help="the kernel's W+X check; exit 0 passed, 1 W+X found")
     _common(c)
     t = sub.add_parser("translate", help="translate a VA: per-level trace, then the PA or the fault")
-    _common(t)
-    t.add_argument("va", help="virtual address")
+    # one positional list: with an optional IMAGE before it, argparse would take a lone VA for IMAGE
+    t.add_argument("operands", nargs="+", metavar="[IMAGE] VA", help="the image (unless --gdb/--qmp) and the VA")
+    _common(t, image=False)
     t.add_argument("--view", default="kernel", choices=("kernel", "current_kernel", "current_user"))
     t.add_argument("--format", choices=("text", "json"), default="text")
     x = sub.add_parser("extract", help="write a small ELF core with only the page tables and the notes")
@@ -141,8 +145,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from .target import parse_int
     from .translate import translate
 
+    if len(args.operands) > 2:
+        raise UsageError("translate takes [IMAGE] VA")
+    args.image = args.operands[0] if len(args.operands) == 2 else None
     target, _ = _target(args)
-    va = parse_int(args.va)
+    va = parse_int(args.operands[-1])
     root = target.root(args.view)
     mode = target.mode_for(args.view)
     tr = translate(target.mem, mode, root, va)
@@ -231,7 +238,11 @@ COMMANDS = {"dump": cmd_dump, "checkwx": cmd_checkwx, "translate": cmd_translate
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)
+    if extra and args.cmd == "translate" and not any(x.startswith("-") for x in extra):
+        args.operands += extra  # `translate IMAGE --opt X VA`: argparse stops the list at the option
+    elif extra:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.cmd](args)
     except PagewalkError as e:

@@ -18,8 +18,9 @@ SUPPORT = {
     "arm64": "arm64",
     "riscv64": "riscv",
     "riscv32": "riscv",
+    "i386": "i386",
 }
-ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "aarch64": "arm64"}
+ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "aarch64": "arm64", "i686": "i386", "x86": "i386"}
 JSON_SCHEMA_VERSION = 1
 
 

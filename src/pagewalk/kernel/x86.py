@@ -1,7 +1,9 @@
 """The x86-64 Linux kernel: roots from CR3/CR4 and VMCOREINFO, layout (KASLR), ptdump, W+X.
 
 Mirrors arch/x86/mm/dump_pagetables.c and debug_pagetables.c (debugfs page_tables/kernel,
-current_kernel, current_user) of v6.12.
+current_kernel, current_user) of v6.12. `dump()` and `checkwx()` serve i386 too (kernel/i386.py
+resolves its targets): the same note_page() with the layout's word size, and the kernel's
+effective_prot() fold (`arch.x86.ptdump_view()`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from ..arch import x86
 from ..errors import PagewalkError, RootError, UsageError
 from ..memory.base import MappedMemory
 from ..memory.notes import vmcoreinfo_int
-from ..mode import PagingMode
+from ..mode import Kind, PagingMode
 from ..ptdump.x86 import Layout, format_fast
 from ..runs import root_runs
 from ..target import Target, check_root
@@ -40,25 +42,51 @@ def resolve(
         l5 = False
         notes.append("no CR4 (--reg cr4=...) and no VMCOREINFO: assuming 4-level paging")
     mode = x86.X86_64_5LEVEL if l5 else x86.X86_64_4LEVEL
-    roots: dict[str, int] = {}
-    unavailable: dict[str, str] = {}
+    kernel = None
     sym = vmcoreinfo_int(vi, "SYMBOL(init_top_pgt)")
     phys_base = vmcoreinfo_int(vi, "NUMBER(phys_base)")
     if sym is not None and phys_base is not None:
         phys_base &= (1 << 64) - 1  # negative with KASLR
-        kernel = (sym - START_KERNEL_MAP + phys_base) & ((1 << 64) - 1)
-        roots["kernel"] = check_root(mem, mode, kernel, "init_top_pgt (VMCOREINFO)")
+        kernel = check_root(mem, mode, (sym - START_KERNEL_MAP + phys_base) & ((1 << 64) - 1), "init_top_pgt (VMCOREINFO)")
+    cur = x86.root_from_cr3(cr3) if cr3 is not None else None
+    roots, unavailable, is_pti = views(mem, mode, kernel, cur, pti, notes, "VMCOREINFO init_top_pgt")
+    layout = _x86_layout(mem, mode, roots["kernel"], l5, kallsyms, defines, notes)
+    version = vi.get("OSRELEASE")
+    return Target(mem, mode, roots, layout, notes, is_pti, version, unavailable)
+
+
+def views(
+    mem: MappedMemory,
+    mode: PagingMode,
+    kernel: int | None,
+    cr3_root: int | None,
+    pti: str,
+    notes: list[str],
+    kernel_source: str,
+    cea: int | None = None,
+    kernel_start: int | None = None,
+) -> tuple[dict[str, int], dict[str, str], bool]:
+    """The roots of debugfs's views from the kernel's own root and CR3's: (roots, unavailable, PTI).
+
+    `kernel` is init_top_pgt/swapper_pg_dir (None: unknown, CR3's table stands in), `cr3_root`
+    CR3's table; `pti` is auto/on/off (auto: `_looks_like_pti`). With PTI, CR3 bit 12 selects the
+    user copy of a PGD, the page after the kernel's (kernel_to_user_pgdp()).
+    """
+    roots: dict[str, int] = {}
+    unavailable: dict[str, str] = {}
+    if kernel is not None:
+        roots["kernel"] = kernel
     if pti == "on":
         is_pti = True
     elif pti == "off":
         is_pti = False
     else:
         probe = roots.get("kernel")
-        if probe is None and cr3 is not None:
-            probe = x86.root_from_cr3(cr3) & ~x86.CR3_PTI_USER
-        is_pti = probe is not None and _looks_like_pti(mem, mode, probe)
-    if cr3 is not None:
-        cur = x86.root_from_cr3(cr3)
+        if probe is None and cr3_root is not None:
+            probe = cr3_root & ~x86.CR3_PTI_USER
+        is_pti = probe is not None and _looks_like_pti(mem, mode, probe, cea, kernel_start)
+    if cr3_root is not None:
+        cur = cr3_root
         if is_pti:
             # with PTI, CR3 bit 12 selects the user copy; the kernel's PGD is the page below it
             cur &= ~x86.CR3_PTI_USER
@@ -71,7 +99,7 @@ def resolve(
         if "kernel" not in roots:
             roots["kernel"] = roots["current_kernel"]
             notes.append(
-                "no VMCOREINFO init_top_pgt: dumping CR3's table (the current process's; its kernel half is the kernel's)"
+                f"no {kernel_source}: dumping CR3's table (the current process's; its kernel half is the kernel's)"
             )
     if not roots:
         raise RootError("no page-table root: the image has no CR3 note or VMCOREINFO; pass --reg cr3=0x... --reg cr4=0x...")
@@ -79,35 +107,51 @@ def resolve(
     base = roots.get("current_kernel", roots["kernel"])
     if is_pti:
         user = base + 4096
-        if mem.contains(user, 4096):
+        if mem.contains(user, mode.levels[0].entries * mode.entry_bytes):
             roots["current_user"] = user
             roots["kernel_user"] = roots["kernel"] + 4096
     elif "current_kernel" in roots:
         roots["current_user"] = roots["current_kernel"]
-    layout = _x86_layout(mem, mode, roots["kernel"], l5, kallsyms, defines, notes)
-    version = vi.get("OSRELEASE")
-    return Target(mem, mode, roots, layout, notes, is_pti, version, unavailable)
+    return roots, unavailable, is_pti
 
 
-def _looks_like_pti(mem: MappedMemory, mode: PagingMode, kernel_root: int) -> bool:
-    """PTI's user PGD (the page after the kernel's) maps the CPU entry area but not the direct map."""
-    top = mode.levels[0]
-    cea = (1 << 64) - (4 << 39)
-    try:
-        kern = np.array(mem.table(kernel_root, top.entries, mode.dtype))
-        user = np.array(mem.table(kernel_root + 4096, top.entries, mode.dtype))
-    except PagewalkError:
-        return False
-    i_cea = (mode.table_offset(cea) >> top.shift) & (top.entries - 1)
-    kernel_half_k = kern[top.entries // 2 :]
-    kernel_half_u = user[top.entries // 2 :]
-    if not user[i_cea] or not kern[i_cea]:
-        return False
-    # the user copy maps a small part of the kernel half (entry code, CPU entry area); without
-    # PTI the page after a PGD is unrelated memory or another full PGD
-    mapped_u = int(np.count_nonzero(kernel_half_u))
-    mapped_k = int(np.count_nonzero(kernel_half_k))
-    return mapped_u < mapped_k
+def _looks_like_pti(
+    mem: MappedMemory, mode: PagingMode, kernel_root: int, cea: int | None = None, kernel_start: int | None = None
+) -> bool:
+    """PTI's user PGD (the page after the kernel's) maps the CPU entry area but not the direct map.
+
+    `cea` is CPU_ENTRY_AREA_BASE and `kernel_start` the first kernel address (x86-64 defaults:
+    -4 << 39 and the upper half). Compared at the first level with more than 4 entries: below
+    PAE's PDPT, whose kernel entry exists in both copies, the user copy points to its own PMD table.
+    """
+    if cea is None:
+        cea = (1 << 64) - (4 << 39)
+    if kernel_start is None:
+        kernel_start = 1 << 63
+    k_table, u_table = kernel_root, kernel_root + 4096
+    for level, lvl in enumerate(mode.levels[:-1]):
+        try:
+            kern = np.array(mem.table(k_table, lvl.entries, mode.dtype)).astype(np.uint64)
+            user = np.array(mem.table(u_table, lvl.entries, mode.dtype)).astype(np.uint64)
+        except PagewalkError:
+            return False
+        span_mask = lvl.entries - 1
+        i_cea = (mode.table_offset(cea) >> lvl.shift) & span_mask
+        if not user[i_cea] or not kern[i_cea]:
+            return False
+        if lvl.entries > 4:
+            # the user copy maps a small part of the kernel half (entry code, CPU entry area);
+            # without PTI the page after a PGD is unrelated memory or another full PGD
+            first = (mode.table_offset(kernel_start) >> lvl.shift) & span_mask if level == 0 else 0
+            mapped_u = int(np.count_nonzero(user[first:]))
+            mapped_k = int(np.count_nonzero(kern[first:]))
+            return mapped_u < mapped_k
+        kinds, addrs = mode.classify(level, np.array([kern[i_cea], user[i_cea]], np.uint64))
+        if (kinds != Kind.TABLE).any() or addrs[0] == addrs[1]:
+            return False
+        k_table, u_table = int(addrs[0]), int(addrs[1])
+        kernel_start = 0
+    return False
 
 
 def _x86_layout(
@@ -170,9 +214,10 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     >>> dump(resolve(open_image("core.elf")), "kernel", sys.stdout)  # doctest: +SKIP
     """
     root = target.root(view)
-    runs = root_runs(target.mem, target.mode, root)
+    mode = x86.ptdump_view(target.mode)
+    runs = root_runs(target.mem, mode, root)
     if fmt != "json":
-        return format_fast(target.mode, runs, target.layout, out).ranges_written
+        return format_fast(mode, runs, target.layout, out).ranges_written
     head = {
         "schema": "pagewalk.dump",
         "version": JSON_SCHEMA_VERSION,
@@ -182,7 +227,7 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
         "root_pa": root,
     }
     out.write(json.dumps(head)[:-1] + ', "ranges": [\n')
-    st = format_fast(target.mode, runs, target.layout, out, json_records=True)
+    st = format_fast(mode, runs, target.layout, out, json_records=True)
     out.write("\n]}\n")
     return st.ranges_written
 
@@ -190,22 +235,38 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
 def checkwx(target: Target) -> WxResult:
     """The kernel's W+X check (ptdump_walk_pgd_level_checkwx(), then the PTI user copy).
 
+    Without NX (__supported_pte_mask, i386 without PAE) the kernel returns before walking and
+    prints nothing; so does this, but for one line saying why. With PAE the kernel's fold of the
+    PDPTEs (no RW bit) hides every W+X mapping: its verdict, reproduced here, is always "passed".
     >>> checkwx(target).passed  # doctest: +SKIP
     True
     """
     lines: list[str] = []
     total = 0
     all_ranges: list[tuple[int, int]] = []
+    mode = x86.ptdump_view(target.mode)
+    nx = getattr(target.layout, "nx", True)
+    runs = root_runs(target.mem, mode, target.root("kernel"))
+    why = "__supported_pte_mask has no NX"
+    if nx is None:  # the kernel sets NX on its data wherever the CPU has it
+        nx = bool((runs.key & np.uint64(x86._PAGE_NX)).any())
+        why = "no page-table entry uses NX (the CPU or the kernel has none)"
+    if not nx:
+        if mode.entry_bytes == 4:
+            why = "2-level paging has no NX bit"
+        lines.append(f"pagewalk: {why}: the kernel skips its W+X check (ptdump_walk_pgd_level_checkwx() returns true)")
+        return WxResult(0, [], lines)
     views = [("kernel", None)]
     if target.pti and "kernel_user" in target.roots:
         views.append(("kernel_user", "x86/mm: Checking user space page tables"))
     for view, header in views:
         if header:
             lines.append(header)
-        runs = root_runs(target.mem, target.mode, target.root(view))
-        st = format_fast(target.mode, runs, target.layout, None, check_wx=True)
+            runs = root_runs(target.mem, mode, target.root(view))
+        st = format_fast(mode, runs, target.layout, None, check_wx=True)
         for start, end in st.wx_ranges:
-            lines.append(f"x86/mm: Found insecure W+X mapping at address {start:#x} ({(end - start) // 4096} pages)")
+            npages = ((end - start) % (1 << target.layout.bits)) // 4096
+            lines.append(f"x86/mm: Found insecure W+X mapping at address {start:#x} ({npages} pages)")
         if st.wx_pages:
             lines.append(f"x86/mm: Checked W+X mappings: FAILED, {st.wx_pages} W+X pages found.")
         else:
@@ -213,5 +274,3 @@ def checkwx(target: Target) -> WxResult:
         total += st.wx_pages
         all_ranges += st.wx_ranges
     return WxResult(total, all_ranges, lines)
-
-

@@ -1,14 +1,16 @@
 """The x86 ptdump text and W+X check: arch/x86/mm/dump_pagetables.c (v5.8+ semantics, v6.12 text).
 
-`X86State.note()` is that file's note_page(); `printk_prot()` and the marker table are copied
-in behaviour, column for column. Marker addresses that KASLR moves (PAGE_OFFSET, VMALLOC_START,
-VMEMMAP_START) come from a `Layout`.
+`X86State.note()` is that file's note_page(); `printk_prot()` and the marker tables are copied
+in behaviour, column for column. One port serves both word sizes: a layout says `bits` (64 on
+x86-64, 32 on i386: `0x%0*lx` prints 16 or 8 hex digits, sizes and the final flush wrap modulo
+2^bits). Marker addresses that KASLR or the machine move (PAGE_OFFSET, VMALLOC_START,
+VMEMMAP_START; high_memory on i386) come from a `Layout` (x86-64) or `Layout32` (i386).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 import numpy as np
 
@@ -43,6 +45,7 @@ class Layout:
     espfix: bool = True  # CONFIG_X86_ESPFIX64
     efi: bool = True  # CONFIG_EFI
     known: set[str] = field(default_factory=set)
+    bits: ClassVar[int] = 64  # sizeof(unsigned long) * 8
 
     def __post_init__(self) -> None:
         if self.page_offset is None:
@@ -101,6 +104,90 @@ class Layout:
 # kernel's value with --define FIXADDR_START=...
 DEFAULT_FIXADDR_START = 0xFFFFFFFFFF579000
 
+TOP32 = 1 << 32
+VMALLOC_OFFSET = 8 << 20  # arch/x86/include/asm/pgtable_32_areas.h
+# Debian bookworm 6.1 686 and 686-pae (both: __FIXADDR_TOP 0xfffff000): FIXADDR_START =
+# FIXADDR_TOP - FIXADDR_SIZE and CPU_ENTRY_AREA_BASE, which follow from NR_CPUS and the fixmap
+# and cpu_entry_area sizes of the configuration (other kernels: --define FIXADDR_START=...,
+# --define CPU_ENTRY_AREA_BASE=...).
+DEFAULT_FIXADDR_TOP_32 = 0xFFFFF000
+DEFAULT_FIXADDR_SIZE_32 = 0x247000
+DEFAULT_CPU_ENTRY_AREA_BASE_32 = 0xFF400000
+
+
+@dataclass
+class Layout32:
+    """The i386 kernel's address-space layout (arch/x86/include/asm/pgtable_32_areas.h, fixmap.h).
+
+    VMALLOC_START is high_memory + 8 MiB; LDT_BASE_ADDR, PKMAP_BASE and VMALLOC_END are computed
+    from CPU_ENTRY_AREA_BASE and the PMD size (2 MiB with PAE, 4 MiB without) as the header does.
+    """
+
+    pae: bool
+    page_offset: int = 0xC0000000  # CONFIG_PAGE_OFFSET (VMSPLIT_3G)
+    high_memory: int | None = None  # the end of the direct map; None: VMALLOC_START = vmalloc_start
+    vmalloc_start: int | None = None
+    fixaddr_top: int = DEFAULT_FIXADDR_TOP_32  # __FIXADDR_TOP (a variable: reserve_top_address())
+    fixaddr_start: int | None = None
+    cpu_entry_area_base: int = DEFAULT_CPU_ENTRY_AREA_BASE_32
+    highmem: bool = True  # CONFIG_HIGHMEM: the "Persistent kmap() Area" marker
+    ldt: bool = True  # CONFIG_MODIFY_LDT_SYSCALL
+    nx: bool | None = None  # __supported_pte_mask & _PAGE_NX (None: judged from the tables)
+    known: set[str] = field(default_factory=set)
+    bits: ClassVar[int] = 32
+
+    def __post_init__(self) -> None:
+        if self.vmalloc_start is None and self.high_memory is not None:
+            self.vmalloc_start = (self.high_memory + VMALLOC_OFFSET) % TOP32
+        if self.fixaddr_start is None:
+            self.fixaddr_start = self.fixaddr_top - DEFAULT_FIXADDR_SIZE_32
+
+    @property
+    def pmd_size(self) -> int:
+        return (2 << 20) if self.pae else (4 << 20)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """ptdump_ranges[] on 32-bit: {0, ~0UL}, every page included (end exclusive here)."""
+        return [(0, TOP32)]
+
+    def areas(self) -> dict[str, int]:
+        """The marker addresses by their kernel names."""
+        pmd_mask = ~(self.pmd_size - 1)
+        cea = self.cpu_entry_area_base
+        ldt = (cea - 4096) & pmd_mask  # LDT_BASE_ADDR
+        pkmap = (ldt - 4096) & pmd_mask  # PKMAP_BASE
+        vmalloc_end = (pkmap if self.highmem else ldt) - 2 * 4096
+        vmalloc_start = self.vmalloc_start if self.vmalloc_start is not None else vmalloc_end
+        return {
+            "PAGE_OFFSET": self.page_offset,
+            "VMALLOC_START": vmalloc_start,
+            "VMALLOC_END": vmalloc_end,
+            "PKMAP_BASE": pkmap,
+            "LDT_BASE_ADDR": ldt,
+            "CPU_ENTRY_AREA_BASE": cea,
+            "FIXADDR_START": self.fixaddr_start,
+        }
+
+    def markers(self) -> list[tuple[int, str, int]]:
+        """address_markers[] of the !CONFIG_X86_64 build, in array order, END (-1) last."""
+        a = self.areas()
+        m = [
+            (0, "User Space", 0),
+            (a["PAGE_OFFSET"], "Kernel Mapping", 0),
+            (a["VMALLOC_START"], "vmalloc() Area", 0),
+            (a["VMALLOC_END"], "vmalloc() End", 0),
+        ]
+        if self.highmem:
+            m.append((a["PKMAP_BASE"], "Persistent kmap() Area", 0))
+        if self.ldt:
+            m.append((a["LDT_BASE_ADDR"], "LDT remap", 0))
+        m += [
+            (a["CPU_ENTRY_AREA_BASE"], "CPU entry area", 0),
+            (a["FIXADDR_START"], "Fixmap area", 0),
+            (TOP32 - 1, "", 0),
+        ]
+        return m
+
 
 def printk_prot(prot: int, level: int) -> str:
     """printk_prot(): 30 columns of flags (or blanks when not present), then the level name."""
@@ -130,12 +217,13 @@ class X86State(MarkerState):
 
     def __init__(
         self,
-        layout: Layout,
+        layout: Layout | Layout32,
         out: TextIO | None,
         check_wx: bool = False,
-        bits: int = 64,
+        bits: int | None = None,
         records: list[dict] | None = None,
     ) -> None:
+        bits = bits or layout.bits
         self.markers = layout.markers()
         self.out = out
         self.records = records
@@ -186,7 +274,7 @@ class X86State(MarkerState):
                 text = f"[table at PA {self.current_prot & PTE_PFN_MASK:#x} not in image] {LEVEL_NAME[MISSING_BASE - self.level]}\n"
             else:
                 text = printk_prot(self.current_prot, self.level)
-            self.out.write(f"0x{self.start_address:0{w}x}-0x{va:0{w}x}   {delta:9d}{_UNITS[unit]} " + text)
+            self.out.write(f"0x{self.start_address:0{w}x}-0x{va % self.mod:0{w}x}   {delta:9d}{_UNITS[unit]} " + text)
         self.lines += 1
         if va >= nxt:
             if max_lines and self.lines > max_lines:
@@ -207,7 +295,7 @@ class X86State(MarkerState):
         if self.level <= MISSING_BASE:
             return {
                 "start": self.start_address,
-                "end": va if va else 1 << 64,
+                "end": va if va else self.mod,
                 "level": LEVEL_NAME[MISSING_BASE - self.level],
                 "marker": self.markers[self.marker][1],
                 "missing_table_pa": prot & PTE_PFN_MASK,
@@ -215,7 +303,7 @@ class X86State(MarkerState):
         present = bool(prot & _PAGE_PRESENT)
         return {
             "start": self.start_address,
-            "end": va if va else 1 << 64,
+            "end": va if va else self.mod,
             "size": (va - self.start_address) % self.mod or self.mod,
             "level": LEVEL_NAME[self.level],
             "marker": self.markers[self.marker][1],
@@ -230,14 +318,14 @@ class X86State(MarkerState):
         }
 
     def flush(self) -> None:
-        """note_page(st, 0, -1, 0): close the last run at address 0 (printed modulo 2^64)."""
+        """note_page(st, 0, -1, 0): close the last run at address 0 (printed modulo 2^bits)."""
         if self.level == -1:
             return
         self.note(0, -1, 0, 0, 0)
 
 
 def format_fast(
-    mode, runs, layout: Layout, out: TextIO | None, check_wx: bool = False, json_records: bool = False
+    mode, runs, layout: Layout | Layout32, out: TextIO | None, check_wx: bool = False, json_records: bool = False
 ) -> X86State:
     """The same text and W+X accounting as driving X86State, computed from `vector.breaks()`.
 
@@ -260,8 +348,11 @@ def format_fast(
     ends_va = np.empty_like(starts_va)
     ends_va[:-1] = starts_va[1:]
     ends_va[-1] = 0  # the flush: note_page(st, 0, -1, 0)
+    bits = layout.bits
     with np.errstate(over="ignore"):
-        delta = ends_va - starts_va  # modulo 2^64, as the kernel computes it
+        delta = ends_va - starts_va  # modulo 2^bits, as the kernel computes it
+    if bits < 64:
+        delta &= np.uint64((1 << bits) - 1)
     # units: shift by 10 while the low 10 bits are clear, at most up to 'E'
     low = delta & (~delta + np.uint64(1))  # lowest set bit (0 for delta == 0)
     tz = np.where(delta == 0, np.uint64(64), np.log2(np.maximum(low, np.uint64(1)).astype(np.float64)).astype(np.uint64))
@@ -296,9 +387,9 @@ def format_fast(
             cz = min(zz, c + _CHUNK_LINES)
             if json_records:
                 sep = ",\n" if written or c > a else ""
-                pieces.append(sep + _records(starts_va[c:cz], ends_va[c:cz], delta[c:cz], b.key[c:cz], b.klevel[c:cz], b.eff[c:cz], markers[marker][1]))
+                pieces.append(sep + _records(starts_va[c:cz], ends_va[c:cz], delta[c:cz], b.key[c:cz], b.klevel[c:cz], b.eff[c:cz], markers[marker][1], bits))
             else:
-                pieces.append(_lines(starts_va[c:cz], ends_va[c:cz], shown_a[c:cz], unit[c:cz], b.key[c:cz], b.klevel[c:cz]))
+                pieces.append(_lines(starts_va[c:cz], ends_va[c:cz], shown_a[c:cz], unit[c:cz], b.key[c:cz], b.klevel[c:cz], bits))
             out.write("".join(pieces))
             pieces.clear()
         written += zz - a
@@ -313,10 +404,10 @@ def format_fast(
     return st
 
 
-def _records(start, end, delta, key, klevel, eff, marker: str) -> str:
+def _records(start, end, delta, key, klevel, eff, marker: str, bits: int = 64) -> str:
     """JSON objects of many ranges (the fields of X86State._record), comma-separated."""
     out = []
-    top = 1 << 64
+    top = 1 << bits
     for s_, e_, d, k, lv, ef in zip(start.tolist(), end.tolist(), delta.tolist(), key.tolist(), klevel.tolist(), eff.tolist()):
         if lv <= MISSING_BASE:
             out.append(
@@ -338,21 +429,21 @@ def _records(start, end, delta, key, klevel, eff, marker: str) -> str:
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_HEX_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
 _DEC_POW = np.array([10**k for k in range(8, -1, -1)], dtype=np.uint64)
 _CHUNK_LINES = 1 << 16
-_LINE = 85  # "0x" 16 "-0x" 16 "   " %9lu unit " " 30 columns of flags, 3 of level, "\n"
 
 
-def _lines(start, end, shown, unit, key, klevel) -> str:
+def _lines(start, end, shown, unit, key, klevel, bits: int = 64) -> str:
     """Range lines of note_page() for many runs at once, as fixed-width byte columns.
 
-    Falls back to %-formatting when a size needs more than 9 digits or a line is not the
-    kernel's (a table missing from the image).
+    A line is "0x" W "-0x" W "   " %9lu unit " " 30 columns of flags, 3 of level, "\n" with W =
+    bits / 4 hex digits (85 bytes on x86-64, 69 on i386). Falls back to %-formatting when a size
+    needs more than 9 digits or a line is not the kernel's (a table missing from the image).
     """
     n = len(start)
     if n == 0:
         return ""
+    w = bits // 4
     if (shown >= np.uint64(10**9)).any() or (klevel <= MISSING_BASE).any():
         out = []
         for s_, e_, v, u, k, lv in zip(start.tolist(), end.tolist(), shown.tolist(), unit.tolist(), key.tolist(), klevel.tolist()):
@@ -360,20 +451,25 @@ def _lines(start, end, shown, unit, key, klevel) -> str:
                 text = f"[table at PA {k & PTE_PFN_MASK:#x} not in image] {LEVEL_NAME[MISSING_BASE - lv]}\n"
             else:
                 text = printk_prot(k, lv)
-            out.append("0x%016x-0x%016x   %9d%s %s" % (s_, e_, v, _UNITS[u], text))
+            out.append("0x%0*x-0x%0*x   %9d%s %s" % (w, s_, w, e_, v, _UNITS[u], text))
         return "".join(out)
-    buf = np.empty((n, _LINE), dtype=np.uint8)
+    shifts = np.arange(4 * (w - 1), -4, -4, dtype=np.uint64)
+    e1 = 2 + w
+    s2 = e1 + 3
+    e2 = s2 + w
+    col = e2 + 3  # the size column: 9 digits and the unit
+    buf = np.empty((n, col + 11 + 34), dtype=np.uint8)
     buf[:, 0:2] = np.frombuffer(b"0x", np.uint8)
-    buf[:, 2:18] = _HEX[((start[:, None] >> _HEX_SHIFTS) & np.uint64(15)).astype(np.intp)]
-    buf[:, 18:21] = np.frombuffer(b"-0x", np.uint8)
-    buf[:, 21:37] = _HEX[((end[:, None] >> _HEX_SHIFTS) & np.uint64(15)).astype(np.intp)]
-    buf[:, 37:40] = ord(" ")
+    buf[:, 2:e1] = _HEX[((start[:, None] >> shifts) & np.uint64(15)).astype(np.intp)]
+    buf[:, e1:s2] = np.frombuffer(b"-0x", np.uint8)
+    buf[:, s2:e2] = _HEX[((end[:, None] >> shifts) & np.uint64(15)).astype(np.intp)]
+    buf[:, e2:col] = ord(" ")
     digits = (shown[:, None] // _DEC_POW) % np.uint64(10)
     lead = shown[:, None] < _DEC_POW
     lead[:, -1] = False
-    buf[:, 40:49] = np.where(lead, ord(" "), digits.astype(np.uint8) + ord("0"))
-    buf[:, 49] = np.frombuffer(_UNITS.encode(), np.uint8)[unit.astype(np.intp)]
-    buf[:, 50] = ord(" ")
+    buf[:, col : col + 9] = np.where(lead, ord(" "), digits.astype(np.uint8) + ord("0"))
+    buf[:, col + 9] = np.frombuffer(_UNITS.encode(), np.uint8)[unit.astype(np.intp)]
+    buf[:, col + 10] = ord(" ")
     # the flags never use the PFN bits, so the level can ride in bits 12..14 of one sort key
     pair = key | (klevel.astype(np.uint64) << np.uint64(12))
     uniq, inv = sorted_unique(pair)
@@ -382,5 +478,5 @@ def _lines(start, end, shown, unit, key, klevel) -> str:
         [np.frombuffer(printk_prot(int(k & ~lv_mask), int(k & lv_mask) >> 12).encode(), np.uint8) for k in uniq],
         dtype=np.uint8,
     )
-    buf[:, 51:] = texts[inv.reshape(-1)]
+    buf[:, col + 11 :] = texts[inv.reshape(-1)]
     return buf.tobytes().decode("ascii")
