@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="the small core; registers given with --reg are stored in it")
     x.add_argument("--keep-va", action="append", metavar="VA", help="also keep the page holding this VA")
+    from .analysis.commands import add_parsers as _analysis_parsers
+
+    _analysis_parsers(sub, _common)
     return ap
 
 
@@ -233,7 +236,19 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"dump": cmd_dump, "checkwx": cmd_checkwx, "translate": cmd_translate, "extract": cmd_extract}
+def _analysis(args: argparse.Namespace) -> int:
+    from .analysis.commands import run
+
+    return run(args, _target)  # run() calls _target() itself (twice for `diff A B`)
+
+
+COMMANDS = {
+    "dump": cmd_dump,
+    "checkwx": cmd_checkwx,
+    "translate": cmd_translate,
+    "extract": cmd_extract,
+    **{name: _analysis for name in ("stats", "aliases", "diff", "check", "map")},
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -241,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = ap.parse_known_args(argv)
     if extra and args.cmd == "translate" and not any(x.startswith("-") for x in extra):
         args.operands += extra  # `translate IMAGE --opt X VA`: argparse stops the list at the option
+    elif extra and args.cmd == "diff" and args.image_b is None and len(extra) == 1 and not extra[0].startswith("-"):
+        args.image_b = extra[0]  # `diff A --opt X B`
     elif extra:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

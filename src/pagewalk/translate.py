@@ -97,14 +97,17 @@ def translate_many(
     pa = np.zeros(n, np.uint64)
     size = np.zeros(n, np.uint64)
     ok = np.zeros(n, bool)
-    off = vas & np.uint64((1 << mode.va_bits) - 1) if mode.va_bits < 64 else vas.copy()
     if mode.canonical:
+        off = vas & np.uint64((1 << mode.va_bits) - 1)
         sign = (off >> np.uint64(mode.va_bits - 1)) & np.uint64(1)
         high = vas >> np.uint64(mode.va_bits - 1)
         expect = np.where(sign == 1, np.uint64((1 << (65 - mode.va_bits)) - 1), np.uint64(0))
         live = high == expect
     else:
-        live = (vas >> np.uint64(mode.va_bits)) == 0 if mode.va_bits < 64 else np.ones(n, bool)
+        # VAs are an offset from a base (0, or arm64's TTBR1 region at the top of the space)
+        with np.errstate(over="ignore"):
+            off = vas - np.uint64(mode.canonical_va(0))
+        live = (off >> np.uint64(mode.va_bits)) == 0 if mode.va_bits < 64 else np.ones(n, bool)
     idx_live = np.nonzero(live)[0]
     table = np.full(len(idx_live), root_pa, dtype=np.uint64)
     for i, lvl in enumerate(mode.levels):
