@@ -14,8 +14,7 @@ from conftest import FIXTURES
 from pagewalk import open_image
 from pagewalk.api import dump, table_pages
 from pagewalk.cli import main
-from pagewalk.errors import FormatError, PagewalkError
-from pagewalk.target import read_kallsyms, resolve
+from pagewalk.target import resolve
 
 CASE = FIXTURES / "x86_64" / "6.12-nokaslr-5level"
 CORE = str(CASE / "core.elf")

@@ -119,7 +119,6 @@ def cmd_stats(args: argparse.Namespace, target, out: TextIO | None = None) -> in
 
 def cmd_aliases(args: argparse.Namespace, target, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    import numpy as np
 
     from .aliases import aliases
 
