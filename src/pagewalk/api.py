@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import TextIO
 
-import numpy as np
-
 from .kernel import WxResult
 from .runs import Runs, discover, root_runs
 from .target import Target
 
-__all__ = ["WxResult", "checkwx", "dump", "pages_of", "runs_of", "table_pages"]
+__all__ = ["WxResult", "checkwx", "dump", "runs_of", "table_pages"]
 
 
 def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
@@ -46,8 +44,4 @@ def table_pages(target: Target, views: list[str] | None = None) -> dict[int, int
 
 def runs_of(target: Target, view: str = "kernel") -> Runs:
     """The compressed run list of a view (the data behind dump and checkwx)."""
-    return root_runs(target.mem, target.mode, target.root(view))
-
-
-def pages_of(pas: np.ndarray) -> np.ndarray:
-    return np.unique(np.asarray(pas, np.uint64) & ~np.uint64(4095))
+    return root_runs(target.mem, target.mode_for(view), target.root(view))

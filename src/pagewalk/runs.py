@@ -162,7 +162,7 @@ def _bottom_runs(mem: MappedMemory, mode: PagingMode, lt: LevelTables) -> Runs:
     return Runs(off, start, klevel, hw, val, key, eff, zero)
 
 
-def _upper_runs(mode: PagingMode, i: int, lt: LevelTables, child: Runs) -> Runs:
+def _upper_runs(mode: PagingMode, i: int, lt: LevelTables, child: Runs, child_ok: np.ndarray) -> Runs:
     """Run lists of the tables of level `i` from their entries and their children's run lists."""
     lvl = mode.levels[i]
     n, N = lt.kind.shape
@@ -172,7 +172,7 @@ def _upper_runs(mode: PagingMode, i: int, lt: LevelTables, child: Runs) -> Runs:
     ccount = np.diff(child.off)
     is_tab = kind == Kind.TABLE
     tab_ok = is_tab.copy()
-    tab_ok[is_tab] = _child_ok(child, cidx[is_tab])
+    tab_ok[is_tab] = child_ok[cidx[is_tab]]  # the image holds the child table
     missing = is_tab & ~tab_ok
     # SKIP entries get a run too: no note_page() event happens in them (the run before goes on),
     # but a consumer must know where they are: a range start or an address marker inside one
@@ -239,19 +239,11 @@ def _upper_runs(mode: PagingMode, i: int, lt: LevelTables, child: Runs) -> Runs:
     return Runs(off, r_start[keep], r_klevel[keep], r_hw[keep], r_val[keep], r_key[keep], r_eff[keep], r_zero[keep])
 
 
-def _child_ok(child: Runs, idx: np.ndarray) -> np.ndarray:
-    ok = getattr(child, "table_ok", None)
-    return np.ones(len(idx), bool) if ok is None else ok[idx]
-
-
 def compress(mem: MappedMemory, mode: PagingMode, tables: list[LevelTables]) -> Runs:
     """The root table's run list, built bottom-up from `discover()`'s tables."""
     runs = _bottom_runs(mem, mode, tables[-1])
-    runs.table_ok = tables[-1].ok  # type: ignore[attr-defined]
     for i in range(len(tables) - 2, -1, -1):
-        runs_up = _upper_runs(mode, i, tables[i], runs)
-        runs_up.table_ok = tables[i].ok  # type: ignore[attr-defined]
-        runs = runs_up
+        runs = _upper_runs(mode, i, tables[i], runs, tables[i + 1].ok)
     return runs
 
 
