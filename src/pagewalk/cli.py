@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--view", default="kernel", choices=("kernel", "current_kernel", "current_user"))
     d.add_argument("--format", choices=("text", "json"), default="text")
     d.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    d.add_argument("--pid", type=int, metavar="PID",
+                   help="a live Linux process instead of IMAGE: its VMAs and pages from /proc/PID/maps, "
+                   "/proc/PID/pagemap and /proc/kpageflags (PFN-based fields need root)")
     c = sub.add_parser("checkwx", help="the kernel's W+X check; exit 0 passed, 1 W+X found")
     _common(c)
     t = sub.add_parser("translate", help="translate a VA: per-level trace, then the PA or the fault")
@@ -125,6 +128,15 @@ def _note(args: argparse.Namespace, text: str) -> None:
 def cmd_dump(args: argparse.Namespace) -> int:
     from .api import dump
 
+    if args.pid is not None:
+        if args.image or args.gdb or args.qmp:
+            raise UsageError("give one of IMAGE, --gdb/--qmp or --pid")
+        from .process import dump_pid
+
+        if args.output:
+            with open(args.output, "w") as f:
+                return dump_pid(args.pid, f, args.format, quiet=args.quiet)
+        return dump_pid(args.pid, sys.stdout, args.format, quiet=args.quiet)
     target, _ = _target(args)
     if args.output:
         with open(args.output, "w") as f:
