@@ -51,3 +51,21 @@ class TranslationFault(PagewalkError):
         self.reason = reason
         e = "" if entry is None else f" entry {entry:#018x}"
         super().__init__(f"fault translating {va:#x} at {level}{e}: {reason}")
+
+
+class ProcessError(PagewalkError):
+    """A live process could not be read through /proc."""
+
+    exit_code = 7
+
+
+class NoSuchProcess(ProcessError):
+    """No process has this pid (or it exited while being read)."""
+
+    exit_code = 7
+
+
+class ProcessAccessDenied(ProcessError):
+    """/proc/PID/maps or /proc/PID/pagemap may not be read by us (ptrace access mode READ)."""
+
+    exit_code = 8

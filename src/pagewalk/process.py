@@ -20,7 +20,7 @@ from typing import TextIO
 
 import numpy as np
 
-from .errors import PagewalkError
+from .errors import NoSuchProcess, PagewalkError, ProcessAccessDenied, ProcessError
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
@@ -66,22 +66,6 @@ _FROM_KPAGEFLAGS = ((KPF_THP, 7), (KPF_HUGE, 8), (KPF_ZERO_PAGE, 9))
 _UNITS = "BKMGTPE"
 
 
-class ProcessError(PagewalkError):
-    """A live process could not be read through /proc."""
-
-    exit_code = 7
-
-
-class NoSuchProcess(ProcessError):
-    """No process has this pid (or it exited while being read)."""
-
-    exit_code = 7
-
-
-class ProcessAccessDenied(ProcessError):
-    """/proc/PID/maps or /proc/PID/pagemap may not be read by us (ptrace access mode READ)."""
-
-    exit_code = 8
 
 
 @dataclass
