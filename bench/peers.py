@@ -35,20 +35,9 @@ import time
 
 import numpy as np
 
-M64 = (1 << 64) - 1
-# mixing constants of gen_synth.py's checksums (its mix()); restated, not imported
-K1, K2, K3, K4 = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5
+from checksums import M64, mix, usum  # noqa: E402  (bench/ is the script's directory)
+
 START_KERNEL_MAP = 0xFFFFFFFF80000000
-
-
-def mix(a, b, c, d):
-    a, b, c, d = (np.asarray(x, dtype=np.uint64) for x in (a, b, c, d))
-    with np.errstate(over="ignore"):
-        return (a * np.uint64(K1)) ^ (b * np.uint64(K2)) ^ (c * np.uint64(K3)) ^ (d * np.uint64(K4))
-
-
-def usum(x) -> int:
-    return int(np.sum(np.asarray(x, dtype=np.uint64), dtype=np.uint64)) & M64
 
 
 def verdict(got, want) -> dict:

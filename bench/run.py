@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from checksums import M64, mix, usum  # bench/ is the script's directory
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 OUT = HERE / "out"
 PEERS_VENV = OUT / "peers-venv"
 PEERS_REQ = HERE / "requirements-peers.txt"
-M64 = (1 << 64) - 1
 
 # x86-64 entry bits and the ground truth's attribute rules (gen_synth.py docstring, walk_ref.c)
 P, RW, US, PWT, PCD, PS, G = 0x1, 0x2, 0x4, 0x8, 0x10, 0x80, 0x100
@@ -47,7 +47,6 @@ NX = 1 << 63
 PKEY_MASK = 0xF << 59
 KEY_MASK = RW | US | PWT | PCD | G | NX | PKEY_MASK  # + PAT normalised to bit 7
 GDB_MASK = RW | US | PWT | PCD | NX
-K1, K2, K3, K4 = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5
 CR4_PAE, CR4_LA57 = 0x20, 0x1000
 CR3_ADDR = 0x000FFFFFFFFFF000
 
@@ -66,16 +65,6 @@ def shared_dir() -> Path:
 
 
 # ---- small helpers --------------------------------------------------------------------------
-def mix(a, b, c, d):
-    a, b, c, d = (np.asarray(x, dtype=np.uint64) for x in (a, b, c, d))
-    with np.errstate(over="ignore"):
-        return (a * np.uint64(K1)) ^ (b * np.uint64(K2)) ^ (c * np.uint64(K3)) ^ (d * np.uint64(K4))
-
-
-def usum(x) -> int:
-    return int(np.sum(np.asarray(x, dtype=np.uint64), dtype=np.uint64)) & M64
-
-
 def leaf_key(val: np.ndarray, size: np.ndarray) -> np.ndarray:
     """The ground truth's leaf attributes: RW US PWT PCD G NX PKEY, PAT moved to bit 7."""
     key = val & np.uint64(KEY_MASK)

@@ -112,6 +112,17 @@ def test_napot_leaf_gives_the_64k_base_and_the_va_picks_the_page():
     assert leaf_pa(SV39, 1, ppn_bits(0x80200000) | RV_V | RV_R, 0xFFFFFFC0001FF123) == 0x803FF123
 
 
+def test_leaf_pa_on_arrays_equals_leaf_pa_on_ints():
+    """translate_many()'s array form of leaf_pa gives the scalar answers, NAPOT and superpages alike."""
+    import numpy as np
+
+    entries = [ppn_bits(0x80008000) | RV_V | RV_R | RV_N, ppn_bits(0x80200000) | RV_V | RV_R]
+    vas = [0xFFFFFFC000035123, 0xFFFFFFC0001FF123]
+    for level in (1, 3):
+        arr = leaf_pa(SV48, level, np.array(entries, np.uint64), np.array(vas, np.uint64))
+        assert arr.tolist() == [leaf_pa(SV48, level, e, v) for e, v in zip(entries, vas)]
+
+
 def test_linux_view_of_upper_levels():
     """pgd/p4d: !V is a hole and a leaf is walked as a table; pud: !V is skipped; pmd: G or RWX is present."""
     leaf = ppn_bits(0x200000) | RV_V | RV_R | RV_W

@@ -124,7 +124,7 @@ def translate_many(
             m = np.uint64(lvl.entry_span - 1)
             leaf_pa = mode.extra.get("leaf_pa")
             if leaf_pa:
-                pa[li] = [leaf_pa(mode, i, int(e_), int(v_)) for e_, v_ in zip(ent[leaf].tolist(), vas[li].tolist())]
+                pa[li] = leaf_pa(mode, i, ent[leaf].astype(np.uint64), vas[li])
             else:
                 pa[li] = out[leaf] + (o[leaf] & m)
             size[li] = lvl.entry_span

@@ -216,15 +216,20 @@ def _make_mode(levels_n: int) -> PagingMode:
     )
 
 
-def leaf_pa(mode: PagingMode, level: int, entry: int, va: int) -> int:
+def leaf_pa(mode: PagingMode, level: int, entry, va):
     """The PA `va` translates to through the leaf `entry` at hardware level `level` (§10.3.2
-    step 8): superpages take ppn[i-1:0] from the VA, a NAPOT PTE takes ppn[0][3:0] from it."""
-    pfn = (entry & mode.extra["pfn_mask"]) >> _PAGE_PFN_SHIFT
-    span = mode.levels[level].entry_span
-    if mode.extra["xlen"] == 64 and entry & _PAGE_NAPOT:
-        span = 1 << (12 + NAPOT_64K_BITS)
-        pfn &= ~0xF
-    return ((pfn << 12) & ~(span - 1)) | (va & (span - 1))
+    step 8): superpages take ppn[i-1:0] from the VA, a NAPOT PTE takes ppn[0][3:0] from it.
+    Works on ints and, for translate_many(), on whole arrays of entries and VAs."""
+    e = np.asarray(entry, dtype=U64)
+    v = np.asarray(va, dtype=U64)
+    pfn = (e & _u(mode.extra["pfn_mask"])) >> _u(_PAGE_PFN_SHIFT)
+    span = np.full(e.shape, mode.levels[level].entry_span, dtype=U64)
+    if mode.extra["xlen"] == 64:
+        napot = (e & _u(_PAGE_NAPOT)) != 0
+        span = np.where(napot, _u(1 << (12 + NAPOT_64K_BITS)), span)
+        pfn = np.where(napot, pfn & ~_u(0xF), pfn)
+    out = ((pfn << _u(12)) & ~(span - _u(1))) | (v & (span - _u(1)))
+    return int(out) if out.ndim == 0 else out
 
 
 def perm_text(perm: int) -> str:

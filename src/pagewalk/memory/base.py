@@ -21,6 +21,20 @@ class CpuState:
     notes: list[tuple[str, int, bytes]] = field(default_factory=list)  # (name, type, desc) as found
 
 
+def in_ranges(starts: np.ndarray, ends: np.ndarray, pas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted ranges starts[i]..ends[i]: the range holding each PA, and whether all `size`
+    bytes from it lie in that one range (index 0 where not)."""
+    pas = np.asarray(pas, dtype=np.uint64)
+    if len(starts) == 0:
+        return np.zeros(len(pas), np.int64), np.zeros(len(pas), bool)
+    i = np.searchsorted(starts, pas, side="right").astype(np.int64) - 1
+    ok = i >= 0
+    ic = np.where(ok, i, 0)
+    ok &= pas >= starts[ic]
+    ok &= pas + np.uint64(size) <= ends[ic]
+    return ic, ok
+
+
 class PhysicalMemory(Protocol):
     """Guest-physical memory: read bytes, typed tables, or many tables at once."""
 
@@ -122,13 +136,9 @@ class MappedMemory:
     def file_offsets(self, pas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """File offsets of many PAs, and whether `size` bytes from each lie in one segment."""
         pas = np.asarray(pas, dtype=np.uint64)
+        ic, ok = in_ranges(self.seg_pa, self.seg_end, pas, size)
         if len(self.seg_pa) == 0:
-            return np.zeros(len(pas), np.int64), np.zeros(len(pas), bool)
-        i = np.searchsorted(self.seg_pa, pas, side="right").astype(np.int64) - 1
-        ok = i >= 0
-        ic = np.where(ok, i, 0)
-        ok &= pas + np.uint64(size) <= self.seg_end[ic]
-        ok &= pas >= self.seg_pa[ic]
+            return ic, ok
         off = self.seg_off[ic] + (pas - self.seg_pa[ic]).astype(np.int64)
         return np.where(ok, off, 0), ok
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from ..errors import MemoryReadError, PagewalkError
-from .base import CpuState
+from .base import CpuState, in_ranges
 
 PAGE = 4096
 
@@ -193,15 +193,8 @@ class PageCachedMemory:
 
     def file_offsets(self, pas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """No file here: offsets are 0; the mask says which `size`-byte ranges lie in RAM."""
-        pas = np.asarray(pas, dtype=np.uint64)
-        if len(self._ram_pa) == 0:
-            return np.zeros(len(pas), np.int64), np.zeros(len(pas), bool)
-        i = np.searchsorted(self._ram_pa, pas, side="right").astype(np.int64) - 1
-        ok = i >= 0
-        ic = np.where(ok, i, 0)
-        ok &= pas >= self._ram_pa[ic]
-        ok &= pas + np.uint64(size) <= self._ram_end[ic]
-        return np.zeros(len(pas), np.int64), ok
+        _, ok = in_ranges(self._ram_pa, self._ram_end, pas, size)
+        return np.zeros(len(ok), np.int64), ok
 
     def gather_tables(self, pas: np.ndarray, count: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Many tables at once (rows of zeros, mask False, where not in RAM); one batch of reads."""
