@@ -193,7 +193,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         print(f"  {s.level}[{s.index:3d}] @ {entry_pa:#x} = {s.entry:#018x}  {s.flags}  -> {s.kind}")
     if tr.ok:
         size = _size_text(tr.page_size or 0)
-        perm_text = mode.extra.get("perm_text", _x86_perm_text)
+        perm_text = mode.extra.get("perm_text", lambda p: f"{p:#x}")
         print(f"pa {tr.pa:#x}  ({size} page; effective: {perm_text(tr.perm)})")
         return 0
     print(f"fault: {tr.fault}")
@@ -205,16 +205,6 @@ def _size_text(n: int) -> str:
         if n >= 1 << shift and n % (1 << shift) == 0:
             return f"{n >> shift}{unit}"
     return f"{n}B"
-
-
-def _x86_perm_text(perm: int) -> str:
-    return " ".join(
-        (
-            "user" if perm & 4 else "kernel",
-            "RW" if perm & 2 else "ro",
-            "NX" if perm & (1 << 63) else "x",
-        )
-    )
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -229,7 +219,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     pages = table_pages(target)
     keep = set()
     vas = [parse_int(v) for v in args.keep_va or []]
-    vas += [kallsyms[s] for s in ("page_offset_base", "vmalloc_base", "vmemmap_base") if s in kallsyms]
+    vas += [kallsyms[s] for s in getattr(target.kernel, "LAYOUT_SYMBOLS", ()) if s in kallsyms]
     for va in vas:
         tr = translate(mem, target.mode, target.root("kernel"), va)
         if tr.ok:

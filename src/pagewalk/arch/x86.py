@@ -255,7 +255,7 @@ def make_mode(paging: str, pa_bits: int = 52, pse: bool = True, kernel_fold: boo
         root_align=p.root_align,
         fault_reason=lambda code: _REASONS.get(code, "fault"),
         describe=describe_entry,
-        extra={"paging": paging, "pse": pse, "kernel_fold": kernel_fold},
+        extra={"paging": paging, "pse": pse, "kernel_fold": kernel_fold, "perm_text": perm_text},
     )
     if p.pdpt and not kernel_fold:
         mode.extra["ptdump_view"] = make_mode(paging, pa_bits, pse, kernel_fold=True)
@@ -265,6 +265,17 @@ def make_mode(paging: str, pa_bits: int = 52, pse: bool = True, kernel_fold: boo
 def _make_mode(levels_n: int, pa_bits: int = 52) -> PagingMode:
     """x86-64 with `levels_n` (4 or 5) levels."""
     return make_mode(f"{levels_n}level", pa_bits)
+
+
+def perm_text(perm: int) -> str:
+    """The effective permission word (U, RW, NX folded down the levels) in words, for `translate`."""
+    return " ".join(
+        (
+            "user" if perm & _PAGE_USER else "kernel",
+            "RW" if perm & _PAGE_RW else "ro",
+            "NX" if perm & _PAGE_NX else "x",
+        )
+    )
 
 
 def describe(level_name: str, entry: int, pkeys: bool = True) -> str:

@@ -26,6 +26,9 @@ from ..runs import MISSING_BASE, SKIP_KLEVEL, root_runs
 from ..target import Target, check_root
 from .x86 import checkwx, dump, views
 
+# kernel variables the layout is read from; `extract` keeps their pages
+LAYOUT_SYMBOLS = ("high_memory", "__FIXADDR_TOP", "__supported_pte_mask")
+
 __all__ = ["checkwx", "dump", "resolve"]
 
 # CONFIG_PAGE_OFFSET of VMSPLIT_3G, 3G_OPT, 2G, 2G_OPT, 1G (arch/x86/Kconfig), most common first

@@ -22,6 +22,9 @@ from ..runs import root_runs
 from ..target import Target, check_root
 from . import JSON_SCHEMA_VERSION, WxResult
 
+# kernel variables the layout is read from; `extract` keeps their pages
+LAYOUT_SYMBOLS = ("kernel_map",)
+
 _DEFINES = {
     "PAGE_OFFSET": "page_offset",
     "KERNEL_VIRT_ADDR": "kernel_virt",  # kernel_map.virt_addr

@@ -24,6 +24,8 @@ from ..target import Target, check_root
 from . import JSON_SCHEMA_VERSION, WxResult
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map
+# kernel variables the layout is read from (KASLR bases); `extract` keeps their pages
+LAYOUT_SYMBOLS = ("page_offset_base", "vmalloc_base", "vmemmap_base")
 
 
 def resolve(
