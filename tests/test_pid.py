@@ -196,7 +196,11 @@ def test_text_output(child):
     assert first.startswith(f"0x{f:016x}-0x")
     assert "present" in first.split() and "file" in first.split()
     a = addrs["anon"]
-    assert f"0x{a:016x}-0x{a + 3 * PS:016x}          12K present" in out.getvalue()
+    # pages 0-2 written, page 3 untouched: a present line ends at a + 3 pages (it may start earlier:
+    # the kernel merges an adjacent anonymous VMA with the same flags into this one)
+    ending = [ln for ln in lines if ln.startswith("0x") and ln.split()[0].split("-")[1] == f"0x{a + 3 * PS:016x}"]
+    assert len(ending) == 1 and "present" in ending[0].split()
+    assert int(ending[0].split()[0].split("-")[0], 16) <= a
     p = addrs["populate"]
     assert any(ln.startswith(f"0x{p:016x}-") or (ln.startswith("0x") and _covers(ln, p, 32 * PS)) for ln in lines)
     assert "---[ hole ]---" in lines
