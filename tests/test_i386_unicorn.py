@@ -14,7 +14,6 @@ Facts about the emulated MMU this file relies on (checked with unicorn 2.1.4, QE
 
 from __future__ import annotations
 
-import struct
 import tempfile
 
 import pytest
@@ -24,20 +23,15 @@ unicorn = pytest.importorskip("unicorn")
 from builders import X86_A, X86_D, X86_G, X86_NX, X86_P, X86_PCD, X86_PSE, X86_PWT, X86_RW, X86_US, PageTableBuilder  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc, UcError  # noqa: E402
-from unicorn import x86_const as X  # noqa: E402
+from unicorn_x86 import CODE, X86Machine  # noqa: E402
 
 from pagewalk.arch.x86 import make_mode  # noqa: E402
 from pagewalk.translate import translate  # noqa: E402
 
 TOP32 = 1 << 32
 KB4, MB2, MB4 = 4096, 2 << 20, 4 << 20
-CODE = 0x2000_0000  # identity-mapped code page (VA == PA)
-LOAD = b"\x8b\x03"  # mov eax, [ebx]
-STORE = b"\x89\x0b"  # mov [ebx], ecx
-CR0_PE, CR0_WP, CR0_PG = 1, 1 << 16, 1 << 31
 CR4_PSE, CR4_PAE = 1 << 4, 1 << 5
-EFER, EFER_NXE = 0xC0000080, 1 << 11
+EFER_NXE = 1 << 11
 PF = 14
 PA_BITS = 40
 MODES = {"pae": make_mode("pae", pa_bits=PA_BITS), "2level": make_mode("2level"), "nopse": make_mode("2level", pse=False)}
@@ -50,80 +44,9 @@ def _word(pa: int) -> int:
     return (pa >> 2) & 0xFFFFFFFF
 
 
-class Machine:
-    """One 32-bit x86 CPU over a builder's physical image; re-created after every fault."""
-
-    def __init__(self, b: PageTableBuilder, name: str) -> None:
-        self.b = b
-        self.name = name
-        self.image_end = -(-b.end // KB4) * KB4
-        self.extra: dict[int, bytes] = {}
-        self.uc: Uc | None = None
-        self.ints: list[int] = []
-
-    def add_page(self, pa: int) -> None:
-        """Map the 4K page holding `pa` (if not already there), each word holding (its address >> 2)."""
-        page = pa & ~(KB4 - 1)
-        if page < self.image_end or page == CODE or page in self.extra:
-            return
-        self.extra[page] = b"".join(struct.pack("<I", _word(page + k)) for k in range(0, KB4, 4))
-        if self.uc is not None:
-            self.uc.mem_map(page, KB4)
-            self.uc.mem_write(page, self.extra[page])
-
-    def _make(self) -> Uc:
-        uc = Uc(UC_ARCH_X86, UC_MODE_32)
-        uc.ctl_set_tlb_mode(getattr(unicorn, "UC_TLB_CPU", 0))
-        uc.mem_map(0, self.image_end)
-        uc.mem_write(self.b.base, bytes(self.b.image))
-        uc.mem_map(CODE, KB4)
-        uc.mem_write(CODE, LOAD + STORE)
-        for page, data in self.extra.items():
-            uc.mem_map(page, KB4)
-            uc.mem_write(page, data)
-        uc.reg_write(X.UC_X86_REG_CR3, self.b.root)
-        uc.reg_write(X.UC_X86_REG_CR4, CR4[self.name])
-        if self.name == "pae":
-            uc.msr_write(EFER, EFER_NXE)
-        uc.reg_write(X.UC_X86_REG_CR0, CR0_PG | CR0_PE | CR0_WP)
-
-        def on_intr(uc, intno, user_data):
-            self.ints.append(intno)
-            uc.emu_stop()
-
-        uc.hook_add(UC_HOOK_INTR, on_intr)
-        return uc
-
-    def _run(self, va: int, store: bool) -> tuple:
-        if self.uc is None:
-            self.uc = self._make()
-        uc = self.uc
-        self.ints.clear()
-        uc.reg_write(X.UC_X86_REG_EAX, 0)
-        uc.reg_write(X.UC_X86_REG_EBX, va)
-        uc.reg_write(X.UC_X86_REG_ECX, MAGIC)
-        start = CODE + (len(LOAD) if store else 0)
-        try:
-            uc.emu_start(start, start + 2)
-        except UcError as e:
-            self.uc = None
-            return ("error", str(e))
-        if self.ints:
-            cr2 = uc.reg_read(X.UC_X86_REG_CR2)
-            self.uc = None
-            return ("fault", self.ints[0], cr2)
-        assert uc.reg_read(X.UC_X86_REG_EIP) == start + 2
-        return ("ok", uc.reg_read(X.UC_X86_REG_EAX))
-
-    def load(self, va: int) -> tuple:
-        return self._run(va, store=False)
-
-    def store(self, va: int) -> tuple:
-        return self._run(va, store=True)
-
-    def phys_word(self, pa: int) -> int:
-        assert self.uc is not None
-        return struct.unpack("<I", bytes(self.uc.mem_read(pa, 4)))[0]
+def Machine(b: PageTableBuilder, name: str) -> X86Machine:
+    """One 32-bit x86 CPU over a builder's image in paging mode `name`; each data word holds (PA >> 2)."""
+    return X86Machine(b, long_mode=False, cr4=CR4[name], efer=EFER_NXE if name == "pae" else 0, word_of=_word)
 
 
 def new_builder(name: str, linux_pdptes: bool) -> PageTableBuilder:
@@ -276,7 +199,7 @@ def test_supervisor_stores_match_effective_rw(name, linux_pdptes, mappings, raws
                 if tr.pa & ~(KB4 - 1) == CODE or tr.pa < m.image_end:
                     continue  # never overwrite the code or the tables
                 m.add_page(tr.pa)
-            got = m.store(va)
+            got = m.store(va, MAGIC)
             if tr.ok and tr.perm & X86_RW:
                 assert got[0] == "ok", (hex(va), hex(tr.pa), got)
                 assert m.phys_word(tr.pa) == MAGIC

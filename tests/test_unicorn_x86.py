@@ -15,7 +15,6 @@ Facts about the emulated MMU this file relies on (checked with unicorn 2.1.4, QE
 
 from __future__ import annotations
 
-import struct
 import tempfile
 
 import pytest
@@ -25,20 +24,15 @@ unicorn = pytest.importorskip("unicorn")
 from builders import X86_A, X86_D, X86_G, X86_NX, X86_P, X86_PCD, X86_PSE, X86_PWT, X86_RW, X86_US, PageTableBuilder  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, Uc, UcError  # noqa: E402
-from unicorn import x86_const as X  # noqa: E402
+from unicorn_x86 import CODE, X86Machine  # noqa: E402
 
 from pagewalk.arch.x86 import _make_mode  # noqa: E402
 from pagewalk.translate import translate  # noqa: E402
 
 TOP = 1 << 64
 KB4, MB2, GB1 = 4096, 2 << 20, 1 << 30
-CODE = 0x2000_0000  # identity-mapped code page (VA == PA), in top-level slot 0
-LOAD = b"\x48\x8b\x03"  # mov rax, [rbx]
-STORE = b"\x48\x89\x0b"  # mov [rbx], rcx
-CR0_PE, CR0_WP, CR0_PG = 1, 1 << 16, 1 << 31
 CR4_PAE, CR4_LA57 = 1 << 5, 1 << 12
-EFER, EFER_LME, EFER_LMA, EFER_NXE = 0xC0000080, 1 << 8, 1 << 10, 1 << 11
+EFER_LME, EFER_LMA, EFER_NXE = 1 << 8, 1 << 10, 1 << 11
 PF, GP = 14, 13
 PA_BITS = 40
 MODES = {4: _make_mode(4, pa_bits=PA_BITS), 5: _make_mode(5, pa_bits=PA_BITS)}
@@ -46,84 +40,10 @@ X86_PAT_LARGE = 1 << 12
 MAGIC = 0x5A5A_1234_C0DE_0001
 
 
-def _uc_tlb_cpu() -> int:
-    return getattr(unicorn, "UC_TLB_CPU", 0)
-
-
-class Machine:
-    """One x86-64 CPU over a builder's physical image; re-created after every fault."""
-
-    def __init__(self, b: PageTableBuilder, la57: bool) -> None:
-        self.b = b
-        self.la57 = la57
-        self.image_end = -(-b.end // KB4) * KB4
-        self.extra: dict[int, bytes] = {}  # page PA -> contents, for pages outside the image
-        self.uc: Uc | None = None
-
-    def add_page(self, pa: int) -> None:
-        """Map the 4K page holding `pa` (if not already there), each word holding its own address."""
-        page = pa & ~(KB4 - 1)
-        if page < self.image_end or page == CODE or page in self.extra:
-            return
-        self.extra[page] = b"".join(struct.pack("<Q", page + k) for k in range(0, KB4, 8))
-        if self.uc is not None:
-            self.uc.mem_map(page, KB4)
-            self.uc.mem_write(page, self.extra[page])
-
-    def _make(self) -> Uc:
-        uc = Uc(UC_ARCH_X86, UC_MODE_64)
-        uc.ctl_set_tlb_mode(_uc_tlb_cpu())  # virtual accesses go through the guest's tables
-        uc.mem_map(0, self.image_end)
-        uc.mem_write(self.b.base, bytes(self.b.image))
-        uc.mem_map(CODE, KB4)
-        uc.mem_write(CODE, LOAD + STORE)
-        for page, data in self.extra.items():
-            uc.mem_map(page, KB4)
-            uc.mem_write(page, data)
-        uc.reg_write(X.UC_X86_REG_CR3, self.b.root)
-        uc.reg_write(X.UC_X86_REG_CR4, CR4_PAE | (CR4_LA57 if self.la57 else 0))
-        uc.msr_write(EFER, EFER_LME | EFER_LMA | EFER_NXE)
-        uc.reg_write(X.UC_X86_REG_CR0, CR0_PG | CR0_PE | CR0_WP)
-        self.ints: list[int] = []
-
-        def on_intr(uc, intno, user_data):
-            self.ints.append(intno)
-            uc.emu_stop()
-
-        uc.hook_add(UC_HOOK_INTR, on_intr)
-        return uc
-
-    def _run(self, va: int, store: bool) -> tuple:
-        if self.uc is None:
-            self.uc = self._make()
-        uc = self.uc
-        self.ints.clear()
-        uc.reg_write(X.UC_X86_REG_RAX, 0)
-        uc.reg_write(X.UC_X86_REG_RBX, va)
-        uc.reg_write(X.UC_X86_REG_RCX, MAGIC)
-        start = CODE + (len(LOAD) if store else 0)
-        try:
-            uc.emu_start(start, start + 3)
-        except UcError as e:  # e.g. an access to physical memory nobody mapped
-            self.uc = None
-            return ("error", str(e))
-        if self.ints:
-            cr2 = uc.reg_read(X.UC_X86_REG_CR2)
-            self.uc = None  # the CPU's exception state is now dirty
-            return ("fault", self.ints[0], cr2)
-        assert uc.reg_read(X.UC_X86_REG_RIP) == start + 3
-        return ("ok", uc.reg_read(X.UC_X86_REG_RAX))
-
-    def load(self, va: int) -> tuple:
-        """("ok", qword) | ("fault", vector, cr2) | ("error", text)."""
-        return self._run(va, store=False)
-
-    def store(self, va: int) -> tuple:
-        return self._run(va, store=True)
-
-    def phys_qword(self, pa: int) -> int:
-        assert self.uc is not None
-        return struct.unpack("<Q", bytes(self.uc.mem_read(pa, 8)))[0]
+def Machine(b: PageTableBuilder, la57: bool) -> X86Machine:
+    """One x86-64 CPU over a builder's image: 4- or 5-level, NX on; each data word holds its own PA."""
+    return X86Machine(b, long_mode=True, cr4=CR4_PAE | (CR4_LA57 if la57 else 0),
+                      efer=EFER_LME | EFER_LMA | EFER_NXE, word_of=lambda pa: pa)
 
 
 # -- random tables -------------------------------------------------------------------------------
@@ -232,7 +152,7 @@ def _judge(m: Machine, mode, root: int, va: int, mem) -> None:
             assert got[1] == PF and got[2] == va, (hex(va), tr.fault, got)
         return
     assert got[0] == "ok", (hex(va), hex(tr.pa), got)
-    assert got[1] == m.phys_qword(tr.pa), (hex(va), hex(tr.pa), hex(got[1]))
+    assert got[1] == m.phys_word(tr.pa), (hex(va), hex(tr.pa), hex(got[1]))
     if tr.pa & ~(KB4 - 1) in m.extra:  # a marker page: the word is the address it was read from
         assert got[1] == tr.pa, (hex(va), hex(tr.pa), hex(got[1]))
 
@@ -279,10 +199,10 @@ def test_supervisor_stores_match_effective_rw(n, mappings, raws, offsets):
                 if tr.pa & ~(KB4 - 1) == CODE or tr.pa < m.image_end:
                     continue  # never overwrite the code or the tables
                 m.add_page(tr.pa)
-            got = m.store(va)
+            got = m.store(va, MAGIC)
             if tr.ok and tr.perm & X86_RW:
                 assert got[0] == "ok", (hex(va), hex(tr.pa), got)
-                assert m.phys_qword(tr.pa) == MAGIC
+                assert m.phys_word(tr.pa) == MAGIC
             else:
                 assert got[0] == "fault" and got[1] in (PF, GP), (hex(va), tr.fault, hex(tr.perm), got)
         mem.close()
