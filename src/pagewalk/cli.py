@@ -46,6 +46,8 @@ def _common(p: argparse.ArgumentParser, image: bool = True) -> None:
     p.add_argument("--pti", choices=("auto", "on", "off"), default="auto", help="x86 page-table isolation (default: detect)")
     p.add_argument("--kernel-version", metavar="X.Y", help="the guest kernel's version when the image does not say it "
                    "(VMCOREINFO OSRELEASE); selects version-specific ptdump formats (arm64 6.1 vs 6.12)")
+    p.add_argument("--kernel-config", metavar="NAME", help="the guest kernel's page-table configuration where the "
+                   "architecture's tables are software-defined (mips64, sparc64, arc; see --help's register list)")
     p.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
 
 
@@ -106,7 +108,8 @@ def _target(args: argparse.Namespace):
     regs = parse_assignments(args.reg, "--reg")
     defines = parse_assignments(args.define, "--define")
     kallsyms = read_kallsyms(args.kallsyms) if args.kallsyms else {}
-    target = resolve(mem, args.arch, regs, kallsyms, defines, args.pti, kernel_version=args.kernel_version)
+    target = resolve(mem, args.arch, regs, kallsyms, defines, args.pti, kernel_version=args.kernel_version,
+                     kernel_config=args.kernel_config)
     for n in target.notes:
         _note(args, f"note: {n}")
     return target, kallsyms
