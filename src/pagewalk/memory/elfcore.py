@@ -81,6 +81,8 @@ class ElfCoreMemory(MappedMemory):
         arch = _MACHINES.get(machine, str(machine))
         if arch == "riscv":
             arch = "riscv64" if elf.elfclass == 64 else "riscv32"
+        elif arch == "mips" and elf.elfclass == 64:
+            arch = "mips64"
         cpu = parse_notes(raw_notes, arch, little)
         super().__init__(path, segments, cpu)
         self.little_endian = little
