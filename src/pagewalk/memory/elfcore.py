@@ -25,6 +25,9 @@ _MACHINES = {
     "EM_PPC64": "ppc64",
     "EM_S390": "s390x",
     "EM_MIPS": "mips",
+    "EM_SPARCV9": "sparc64",
+    "EM_ARC_COMPACT": "arc",
+    "EM_ARC_COMPACT2": "arc",
 }
 
 

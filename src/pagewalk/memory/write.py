@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 
 _EM = {"x86_64": 62, "i386": 3, "aarch64": 183, "arm64": 183, "arm": 40, "riscv": 243, "riscv64": 243,
-       "riscv32": 243, "ppc64": 21, "s390x": 22, "mips": 8}
+       "riscv32": 243, "ppc64": 21, "s390x": 22, "mips": 8, "mips64": 8, "sparc64": 43, "arc": 195}
 
 
 def _notes_blob(notes: list[tuple[str, int, bytes]], e: str) -> bytes:
