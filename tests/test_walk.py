@@ -548,3 +548,37 @@ def test_walk_reports_exactly_the_mapped_leaves(case):
     with tempfile.TemporaryDirectory() as d, b.memory(d) as mem:
         assert walk_page_range_novma(mem, mode, b.root, 0, TOP, ops) == 0
     assert leaves == {(m.va, m.entry) for m in b.mappings}
+
+
+# -- modes whose VAs do not start at 0 -------------------------------------------------------------
+
+
+def test_ttbr1_mode_walks_at_its_own_vas(tmp_path):
+    """An arm64 TTBR1 table (VAs from 2^64 - 2^39) is walked at those VAs, not at offsets from 0."""
+    import builders_arm64  # noqa: F401  (registers the arm64 entry formats)
+
+    from pagewalk.arch.arm64 import make_mode
+
+    mode = make_mode(4096, 39, upper=True)
+    b = PageTableBuilder(mode)
+    va = (1 << 64) - (1 << 39) + 0x4020_3000
+    b.map(va, 0x8000_0000, KB4, builders_arm64.KERNEL_RW)
+    ev: list = []
+    assert walk_page_range_novma(b.memory(tmp_path), mode, b.root, 0, TOP, record(ev, "pte", hole=False)) == 0
+    assert [e[:2] for e in named(ev, "pte") if e[2] & 1] == [(va, va + KB4)]
+
+
+def test_windowed_mips_mode_walks_each_window(tmp_path):
+    """A mips64 PGD's last entries map CKSSEG (0xffffffffc0000000): the walker reaches it there, after XKSEG."""
+    import builders_mips  # noqa: F401  (registers the mips64 entry formats)
+
+    from pagewalk.arch import mips
+
+    mode = mips.make_mode("4k")
+    b = PageTableBuilder(mode, base=0x100000)
+    vmalloc_va, module_va = 0xC000_0000_0000_4000, 0xFFFF_FFFF_C000_2000
+    for va, pa in ((vmalloc_va, 0x200000), (module_va, 0x300000)):
+        b.map(va, pa, KB4, builders_mips.M_KERNEL)
+    ev: list = []
+    assert walk_page_range_novma(b.memory(tmp_path), mode, b.root, 0, TOP, record(ev, "pte", hole=False)) == 0
+    assert [e[0] for e in named(ev, "pte") if e[2] & builders_mips.M_P] == [vmalloc_va, module_va]

@@ -114,3 +114,16 @@ class PagingMode:
 
     def is_canonical(self, va: int) -> bool:
         return self.canonical_va(self.table_offset(va)) == va
+
+    def va_windows(self) -> list[tuple[int, int]]:
+        """The VA ranges [start, end) the root table translates, ascending.
+
+        [0, 2^va_bits), or both canonical halves, or a range that starts higher (arm64 TTBR1).
+        """
+        span = self.top_span
+        if self.va_bits >= 64:
+            return [(0, 1 << 64)]
+        if self.canonical:
+            return [(0, span >> 1), ((1 << 64) - (span >> 1), 1 << 64)]
+        base = self.canonical_va(0)
+        return [(base, base + span)]

@@ -441,20 +441,12 @@ class _Walker:
 
 
 def _canonical_pieces(mode: PagingMode, start: int, end: int) -> list[tuple[int, int]]:
-    """[start, end) cut to the parts the mode translates: both canonical halves, or [0, 2^va_bits).
+    """[start, end) cut to the parts the mode translates (`mode.va_windows()`).
 
     `end` may be 2**64 (or ~0UL, which the kernel uses for "to the top").
     """
-    span = 1 << mode.va_bits
-    if mode.va_bits >= BITS_PER_LONG:
-        return [(start, end)]
-    if mode.canonical:
-        half = span >> 1
-        spaces = [(0, half), ((1 << BITS_PER_LONG) - half, 1 << BITS_PER_LONG)]
-    else:
-        spaces = [(0, span)]
     out = []
-    for lo, hi in spaces:
+    for lo, hi in mode.va_windows():
         s, e = max(start, lo), min(end, hi)
         if s < e:
             out.append((s, e))

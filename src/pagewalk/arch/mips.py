@@ -145,6 +145,9 @@ class MipsMode(PagingMode):
     def is_canonical(self, va: int) -> bool:
         return any(va0 <= va < va0 + (hi - lo) for lo, hi, va0 in self.windows)
 
+    def va_windows(self) -> list[tuple[int, int]]:
+        return sorted((va0, va0 + hi - lo) for lo, hi, va0 in self.windows) or super().va_windows()
+
     def vas_of(self, rel: np.ndarray) -> np.ndarray:
         """canonical_va() over an array of offsets."""
         rel = np.asarray(rel, dtype=U64)
