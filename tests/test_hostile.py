@@ -14,7 +14,7 @@ from pagewalk.errors import PagewalkError
 from pagewalk.arch.x86 import X86_64_4LEVEL, X86_64_5LEVEL
 from pagewalk.memory.raw import RawMemory
 from pagewalk.ptdump.x86 import Layout, format_fast
-from pagewalk.runs import root_runs
+from pagewalk.runs import iter_runs, root_runs
 from pagewalk.translate import translate, translate_many
 
 
@@ -90,10 +90,19 @@ def test_random_bytes_as_tables_never_crash(tmp_path, seed, l5, structured):
         runs = root_runs(mem, mode, 0)
     except PagewalkError as e:  # a bomb with varied contents: refused with a message (README "Limits")
         assert "bomb" in str(e)
+        runs = None
     else:
         out = io.StringIO()
         format_fast(mode, runs, Layout(l5=l5), out, check_wx=True)
         assert out.getvalue().startswith("---[ User Space ]---")
+    # the streamed dump (the CLI's): the same text, or it streams until its run limit and says why
+    streamed = io.StringIO()
+    try:
+        format_fast(mode, iter_runs(mem, mode, 0, chunk_runs=4096, max_runs=200_000), Layout(l5=l5), streamed, check_wx=True)
+    except PagewalkError as e:
+        assert "bomb" in str(e) and "200000 runs" in str(e)
+    else:
+        assert runs is None or streamed.getvalue() == out.getvalue()
     vas = np.frombuffer(data[:800], dtype=np.uint64)
     pa, size, ok = translate_many(mem, mode, 0, vas)
     for va, p, good in list(zip(vas.tolist(), pa.tolist(), ok.tolist()))[:20]:

@@ -5,7 +5,8 @@
 pte_entry notes every slot, pte_hole notes (addr, depth, 0), each of `layout.ranges()` is
 walked, then the state is flushed. It feeds pagewalk's `X86State` (the x86 note_page()) one
 event per entry, exactly as the kernel does. The fast paths (`format_fast` over `root_runs`, and
-`drive` over the same runs) must produce the same text and the same W+X verdict.
+`drive` over the same runs, and `format_fast` over `iter_runs` chunks) must produce the same text
+and the same W+X verdict.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pagewalk.arch.x86 import PTE_FLAGS_MASK, X86_64_4LEVEL, X86_64_5LEVEL
 from pagewalk.mode import Kind
 from pagewalk.ptdump.core import drive
 from pagewalk.ptdump.x86 import Layout, X86State, format_fast
-from pagewalk.runs import discover, root_runs
+from pagewalk.runs import discover, iter_runs, root_runs
 from pagewalk.target import read_kallsyms, resolve
 from pagewalk.walk import WalkOps, walk_page_range_novma
 
@@ -158,6 +159,11 @@ def assert_all_agree(mem, mode, root: int, layout: Layout) -> tuple[str, object]
     assert fast_text.splitlines() == ref_text.splitlines()
     assert fast_st.wx_pages == ref_st.wx_pages
     assert fast_st.wx_ranges == ref_st.wx_ranges
+    # the CLI's path: iter_runs() chunks (small here, so runs and markers cross chunk boundaries)
+    out = io.StringIO()
+    str_st = format_fast(mode, iter_runs(mem, mode, root, chunk_runs=64), layout, out, check_wx=True)
+    assert out.getvalue() == fast_text
+    assert (str_st.wx_pages, str_st.wx_ranges) == (fast_st.wx_pages, fast_st.wx_ranges)
     return ref_text, runs
 
 

@@ -16,13 +16,39 @@ page-table roots, per architecture (NAME=VALUE, repeatable; the image supplies t
   i386     cr3 (root: the page directory, or with PAE the 32-byte aligned PDPT; the QEMU CPU-state
            note has it), cr4 (bit 5 PAE = 3-level paging, else 2-level; bit 4 PSE = 4 MiB pages);
            VMCOREINFO's SYMBOL(swapper_pg_dir) - PAGE_OFFSET gives the kernel's own root.
-  arm64    ttbr1_el1 (kernel root), tcr_el1 (granule, T1SZ/T0SZ, DS=LPA2, IPS), mair_el1, ttbr0_el1 (user
-           half, --view current_user); a QEMU arm64 core has none of them: gdb on QEMU's gdbstub,
-           `p/x $TTBR1_EL1`. VMCOREINFO's SYMBOL(swapper_pg_dir) - NUMBER(kimage_voffset) and
-           NUMBER(TCR_EL1_T1SZ) suffice for the kernel view.
+  arm64    ttbr1_el1 (kernel root), tcr_el1 (granule, T1SZ/T0SZ, DS=LPA2, IPS), ttbr0_el1 (user
+           half, --view current_user), mair_el1 (memory types for translate's AttrIndx; default:
+           Linux's layout for the kernel version); a QEMU arm64 core has none of them: gdb on
+           QEMU's gdbstub, `p/x $TTBR1_EL1`. VMCOREINFO's SYMBOL(swapper_pg_dir) -
+           NUMBER(kimage_voffset) and NUMBER(TCR_EL1_T1SZ) suffice for the kernel view.
+  arm      ttbr0, ttbr1, ttbcr (TTBCR.EAE, bit 31: LPAE; N bits 2:0, or T0SZ 2:0 / T1SZ 18:16 with
+           LPAE, split the space between TTBR0 and TTBR1); sctlr (AFE, bit 29: AP[0] is an Access
+           flag), dacr (domains: translate says client/manager/no access); prrr/nmrr or
+           mair0/mair1 are accepted but not needed. QEMU's ELF32 ARM cores carry none of them:
+           gdb on QEMU's gdbstub, `p/x $TTBR0_EL1`, `$TTBR1_EL1`, `$TTBCR`, `$SCTLR`, `$DACR`.
+           swapper_pg_dir comes from --kallsyms, else from TTBR1 (short descriptors: Linux loads
+           it there; LPAE: TTBR1 - 0x4000 with T1SZ=2).
   riscv64  satp (MODE 63:60: 8 Sv39, 9 Sv48, 10 Sv57; ASID 59:44; PPN 43:0; QEMU `info registers`);
   riscv32  satp (MODE bit 31 = Sv32; PPN 21:0); --kallsyms swapper_pg_dir/_end/kernel_map give
            the kernel's own root and marker addresses.
+  ppc64    (book3s64) prtb0 (process-table entry 0, doubleword 0: RTS1||RPDB||RTS2||RPDS), or rpdb
+           (radix root PA) [rts, default 21 = 52-bit; rpds, default 13], or pgd (init_mm.pgd PA, radix
+           or hash: --kernel-config radix|hash if the entries do not tell), or prtb (process table PA) /
+           ptcr (bare metal) to read entry 0 from the image. QEMU pseries cores have no SPRs:
+           `pagewalk extract --reg prtb0=...` stores it; --kallsyms System.map gives process_tb or
+           swapper_pg_dir instead. Radix index sizes below the root come from the entries' NLS.
+  s390x    asce (the kernel ASCE: table origin bits 0-51, DT bits 60-61 = 3 region-first,
+           2 region-second, 1 region-third, 0 segment table; TL bits 62-63); else the core's
+           NT_S390_CTRS note: cr13 (home ASCE = the kernel's, view kernel), cr1 (primary,
+           current_kernel), cr7 (secondary = the user ASCE, current_user); --kallsyms System.map
+           gives the marker variables (Debian: KALLSYMS_ALL=n).
+  mips64   pgd=VA|PA (MIPS has no page-table base register: init_mm.pgd or pgd_current[cpu], a
+           CKSEG0/XKPHYS address or a PA); else swapper_pg_dir from --kallsyms, else found by
+           scanning the image. --kernel-config: 4k (default, Debian 5kc-malta), 4k-va48, 16k,
+           16k-va48, 64k, 64k-va48.
+  sparc64  pgd=PA (or --kallsyms + --define kern_base=PA); --kernel-config sun4v (default), sun4u.
+  arc      scratch_data0 (ARCv2 MMU scratch register = the current PGD) or pgd; --kernel-config 8k
+           (default), 4k, 16k, 8k-hugepage-16m, 8k-3level, 8k-4level, arcompact-8k.
 """
 
 
@@ -37,7 +63,8 @@ def _common(p: argparse.ArgumentParser, image: bool = True) -> None:
                       help="QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off; HOST:PORT for tcp)")
     live.add_argument("--keep-running", action="store_true",
                       help="do not hold the guest stopped while reading (the view may be torn)")
-    p.add_argument("--arch", help="architecture (default: from the image): x86_64, i386, arm64, riscv64, riscv32")
+    p.add_argument("--arch", help="architecture (default: from the image): x86_64, i386, arm64, arm (armhf), riscv64, riscv32, "
+                   "ppc64 (ppc64el), s390x, mips64 (mips64el), sparc64, arc")
     p.add_argument("--reg", action="append", metavar="NAME=VALUE", help="a register value, e.g. cr3=0x1000")
     p.add_argument("--base", metavar="PA", help="first physical address of a raw dump (default 0)")
     p.add_argument("--image-format", choices=("auto", "elf", "kdump", "raw"), default="auto")
@@ -46,8 +73,9 @@ def _common(p: argparse.ArgumentParser, image: bool = True) -> None:
     p.add_argument("--pti", choices=("auto", "on", "off"), default="auto", help="x86 page-table isolation (default: detect)")
     p.add_argument("--kernel-version", metavar="X.Y", help="the guest kernel's version when the image does not say it "
                    "(VMCOREINFO OSRELEASE); selects version-specific ptdump formats (arm64 6.1 vs 6.12)")
-    p.add_argument("--kernel-config", metavar="NAME", help="the guest kernel's page-table configuration where the "
-                   "architecture's tables are software-defined (mips64, sparc64, arc; see --help's register list)")
+    p.add_argument("--kernel-config", metavar="NAME", help="the guest kernel's page-table configuration: mips64 (4k [default], 4k-va48, 16k, "
+                   "16k-va48, 64k, 64k-va48), sparc64 (sun4v [default], sun4u), arc (8k [default], 4k, 16k, "
+                   "8k-hugepage-16m, 8k-3level, 8k-4level, arcompact-8k), ppc64 (radix, hash)")
     p.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
 
 
@@ -70,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "/proc/PID/pagemap and /proc/kpageflags (PFN-based fields need root)")
     c = sub.add_parser("checkwx", help="the kernel's W+X check; exit 0 passed, 1 W+X found")
     _common(c)
+    for p in (d, c):
+        p.add_argument("--max-runs", type=int, metavar="N", help="stop with an error after N ranges (a page-table "
+                       "bomb's output: shared tables can expand without end); 0: no limit; default 33554432")
     t = sub.add_parser("translate", help="translate a VA: per-level trace, then the PA or the fault")
     # one positional list: with an optional IMAGE before it, argparse would take a lone VA for IMAGE
     t.add_argument("operands", nargs="+", metavar="[IMAGE] VA", help="the image (unless --gdb/--qmp) and the VA")
@@ -110,6 +141,11 @@ def _target(args: argparse.Namespace):
     kallsyms = read_kallsyms(args.kallsyms) if args.kallsyms else {}
     target = resolve(mem, args.arch, regs, kallsyms, defines, args.pti, kernel_version=args.kernel_version,
                      kernel_config=args.kernel_config)
+    target.quiet = args.quiet
+    if getattr(args, "max_runs", None) is not None:
+        from . import runs
+
+        runs.MAX_STREAM_RUNS = args.max_runs
     for n in target.notes:
         _note(args, f"note: {n}")
     return target, kallsyms

@@ -17,10 +17,16 @@ operation:
 The result is the root table's run list: starts (VA offsets), and for each run the note_page()
 level, the first entry's raw value, the ptdump key (value & key mask) and the effective
 permission word. Runs carry the hardware level too, so consumers know the entry size.
+
+`root_runs()` holds the whole list (and refuses more than MAX_RUNS runs). `iter_runs()` streams
+the same address space as chunks in VA order, each of at most about STREAM_CHUNK_RUNS runs, so
+memory is bounded by the number of distinct tables, not by the addresses they map (README
+"Limits"); see `_Stream`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +79,12 @@ def discover(mem: MappedMemory, mode: PagingMode, root_pa: int) -> list[LevelTab
     out: list[LevelTables] = []
     pas = np.array([root_pa], dtype=np.uint64)
     nlev = len(mode.levels)
+    # partial tables (s390 TF/TL): mode.extra["index_window"](level, parent entries or None for
+    # the root) gives each table's present indexes [lo, hi); entries outside are holes. A table
+    # reached through entries with different windows gets their intersection.
+    window = mode.extra.get("index_window")
+    if window is not None:
+        lo, hi = window(0, None)
     for i, lvl in enumerate(mode.levels):
         if i == nlev - 1:
             _, ok = mem.file_offsets(pas, lvl.entries * mode.entry_bytes)
@@ -81,12 +93,20 @@ def discover(mem: MappedMemory, mode: PagingMode, root_pa: int) -> list[LevelTab
         ent, ok = mem.gather_tables(pas, lvl.entries, mode.dtype)
         kind, addr = mode.classify(i, ent)
         kind = np.where(ok[:, None], kind, np.uint8(Kind.SKIP))
+        if window is not None:
+            col = np.arange(lvl.entries, dtype=np.uint64)[None, :]
+            kind = np.where((col < lo[:, None]) | (col >= hi[:, None]), np.uint8(Kind.HOLE), kind)
         is_table = kind == Kind.TABLE
         child_pas = addr[is_table]
         nxt, inv = sorted_unique(child_pas)
         child = np.full(kind.shape, -1, dtype=np.int64)
         child[is_table] = inv.reshape(-1)
         out.append(LevelTables(pas, ok, ent, kind, child))
+        if window is not None:
+            plo, phi = window(i + 1, ent[is_table].astype(np.uint64))
+            lo, hi = np.zeros(len(nxt), np.uint64), np.full(len(nxt), np.iinfo(np.uint64).max, np.uint64)
+            np.maximum.at(lo, inv, plo)
+            np.minimum.at(hi, inv, phi)
         pas = nxt
     return out
 
@@ -162,8 +182,13 @@ def _bottom_runs(mem: MappedMemory, mode: PagingMode, lt: LevelTables) -> Runs:
     return Runs(off, start, klevel, hw, val, key, eff, zero)
 
 
-def _upper_runs(mode: PagingMode, i: int, lt: LevelTables, child: Runs, child_ok: np.ndarray) -> Runs:
-    """Run lists of the tables of level `i` from their entries and their children's run lists."""
+def _upper_runs(
+    mode: PagingMode, i: int, lt: LevelTables, child: Runs, child_ok: np.ndarray, limit: int | None = MAX_RUNS
+) -> Runs:
+    """Run lists of the tables of level `i` from their entries and their children's run lists.
+
+    More than `limit` runs in all raises PagewalkError (None: no limit; the caller bounds them).
+    """
     lvl = mode.levels[i]
     n, N = lt.kind.shape
     kind = lt.kind.reshape(-1)
@@ -183,9 +208,9 @@ def _upper_runs(mode: PagingMode, i: int, lt: LevelTables, child: Runs, child_ok
     cnt[own] = 1
     cnt[tab_ok] = ccount[cidx[tab_ok]]
     total = int(cnt.sum())
-    if total > MAX_RUNS:
+    if limit is not None and total > limit:
         raise PagewalkError(
-            f"the page tables expand to more than {MAX_RUNS} distinct runs at the {lvl.name} level "
+            f"the page tables expand to more than {limit} distinct runs at the {lvl.name} level "
             "(many entries share tables with varied contents: a page-table bomb?)"
         )
     pos = np.zeros(n * N + 1, dtype=np.int64)
@@ -250,3 +275,249 @@ def compress(mem: MappedMemory, mode: PagingMode, tables: list[LevelTables]) -> 
 def root_runs(mem: MappedMemory, mode: PagingMode, root_pa: int) -> Runs:
     """Discover and compress: the whole address space under `root_pa` as runs."""
     return compress(mem, mode, discover(mem, mode, root_pa))
+
+
+# ---- streaming ------------------------------------------------------------------------------
+STREAM_CHUNK_RUNS = 1 << 16  # the bound on the runs of one computed chunk (memory: ~40 bytes a run)
+CACHE_TABLE_RUNS = 1 << 18  # a shared table's run list is kept only up to this many runs
+CACHE_RUNS = 1 << 19  # and all kept lists together up to this many (about 20 MB)
+# runs a streamed walk may produce before it is stopped: 2^25, about 3 GB of ptdump text and a
+# minute or two of output (a real kernel makes a few million at most; more is a bomb with varied
+# contents under shared tables, whose output has no useful end). 0 or None: no limit.
+MAX_STREAM_RUNS = 1 << 25
+_BIG = 2.0**62  # expansion bounds are float64, capped here
+
+
+def _empty_runs(n: int = 0) -> Runs:
+    z = np.zeros(0, np.uint64)
+    return Runs(np.zeros(n + 1, np.int64), z, np.zeros(0, np.int8), np.zeros(0, np.int8), z, z, z, np.zeros(0, bool))
+
+
+def _concat_runs(parts: list[Runs]) -> Runs:
+    """Run lists of several tables (CSR each) as one CSR, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    offs = [parts[0].off]
+    base = int(parts[0].off[-1])
+    for r in parts[1:]:
+        offs.append(r.off[1:] + base)
+        base += int(r.off[-1])
+    cols = ("start", "klevel", "hw", "val", "key", "eff", "zero")
+    return Runs(np.concatenate(offs), *(np.concatenate([getattr(r, c) for r in parts]) for c in cols))
+
+
+def _slice_runs(r: Runs, a: int, b: int) -> Runs:
+    """Runs a:b of a one-table run list, as a one-table run list."""
+    return Runs(np.array([0, b - a], np.int64), r.start[a:b], r.klevel[a:b], r.hw[a:b], r.val[a:b], r.key[a:b], r.eff[a:b], r.zero[a:b])
+
+
+class _Stream:
+    """The root's run list, produced in VA order a bounded chunk at a time.
+
+    Every distinct table gets an upper bound of the runs its subtree can expand to (a bottom
+    table: its entry count; an upper one: the sum over its entries of 1 or the child's bound).
+    Shared tables (two or more referencing entries) whose bound is small get their run list
+    computed once, bottom-up, and kept (memory: CACHE_RUNS); their bound becomes their exact
+    length, so a bomb of identical contents collapses to a few runs at every level. The walk
+    then goes down from the root: a table whose bound fits in a chunk is compressed whole (by
+    `_upper_runs()`, reusing kept lists); a bigger one is cut into groups of consecutive entries
+    that fit, and an entry that alone does not fit is descended into, its permission folded
+    into the ones above. Chunks are not merged with each other: a consumer sees equal adjacent
+    runs as one (the kernel's note_page() ignores an event equal to its state).
+    """
+
+    def __init__(self, mem: MappedMemory, mode: PagingMode, root_pa: int, chunk_runs: int, max_runs: int | None):
+        self.mem = mem
+        self.mode = mode
+        self.tables = discover(mem, mode, root_pa)
+        self.nlev = len(self.tables)
+        self.chunk = max(1, int(chunk_runs))
+        self.max_runs = max_runs
+        self.emitted = 0
+        self.read_tables = 0
+        self.cache: list[dict[int, Runs]] = [{} for _ in range(self.nlev)]
+        self.bound: list[np.ndarray] = [np.zeros(0)] * self.nlev
+        self._bounds_and_cache()
+
+    # -- bounds and the cache of shared tables --------------------------------------------------
+    def _entry_bounds(self, i: int, rows) -> np.ndarray:
+        """Per entry of tables `rows` of level i: the runs it can expand to."""
+        lt = self.tables[i]
+        child = lt.child[rows]
+        eb = np.ones(child.shape, dtype=np.float64)
+        tab = child >= 0
+        if tab.any():
+            c = child[tab]
+            nxt = self.tables[i + 1]
+            eb[tab] = np.where(nxt.ok[c], self.bound[i + 1][c], 1.0)
+        return eb
+
+    def _bounds_and_cache(self) -> None:
+        last = self.nlev - 1
+        self.bound[last] = np.full(len(self.tables[last].pas), float(self.mode.levels[last].entries))
+        budget = CACHE_RUNS
+        for i in range(last, -1, -1):
+            if i < last:
+                self.bound[i] = np.minimum(self._entry_bounds(i, slice(None)).sum(axis=1), _BIG)
+            if i == 0 or budget <= 0:
+                continue
+            up = self.tables[i - 1]
+            refs = np.bincount(up.child[up.child >= 0], minlength=len(self.tables[i].pas))
+            cand = np.flatnonzero((refs >= 2) & self.tables[i].ok & (self.bound[i] <= CACHE_TABLE_RUNS))
+            # compute them in batches whose bounds fit a chunk (bounds the work memory)
+            k = 0
+            while k < len(cand) and budget > 0:
+                acc = 0.0
+                j = k
+                while j < len(cand) and (j == k or acc + self.bound[i][cand[j]] <= self.chunk * 4):
+                    acc += self.bound[i][cand[j]]
+                    j += 1
+                rows = cand[k:j]
+                runs = self._subtree(i, rows)
+                self._released()
+                for n, t in enumerate(rows.tolist()):
+                    a, b = int(runs.off[n]), int(runs.off[n + 1])
+                    if b - a > budget:
+                        budget = 0
+                        break
+                    self.cache[i][t] = _slice_runs(runs, a, b)
+                    self.bound[i][t] = float(b - a)
+                    budget -= b - a
+                k = j
+
+    def _released(self) -> None:
+        if self.read_tables >= _CHUNK_TABLES:
+            release = getattr(self.mem, "release", None)
+            if release is not None:
+                release()  # the tables were copied out: drop the file pages from our RSS
+            self.read_tables = 0
+
+    # -- compression of a part of the tree --------------------------------------------------------
+    def _subtree(self, i: int, rows: np.ndarray, lo: int = 0, hi: int | None = None) -> Runs:
+        """Run lists (CSR) of the tables `rows` of level i, entries lo:hi, from kept lists and below."""
+        lt = self.tables[i]
+        if i == self.nlev - 1:
+            self.read_tables += len(rows)
+            return _bottom_runs(self.mem, self.mode, LevelTables(lt.pas[rows], lt.ok[rows], None, None, None))
+        kind = lt.kind[rows, lo:hi]
+        child = lt.child[rows, lo:hi]
+        ent = lt.entries[rows, lo:hi]
+        tab = child >= 0
+        kids, inv = sorted_unique(child[tab])
+        nxt = self.tables[i + 1]
+        kids_ok = nxt.ok[kids]
+        cache = self.cache[i + 1]
+        kept = np.array([t in cache for t in kids.tolist()], dtype=bool) if cache else np.zeros(len(kids), bool)
+        need = kids_ok & ~kept
+        sub = self._subtree(i + 1, kids[need]) if need.any() else _empty_runs()
+        counts = np.zeros(len(kids), np.int64)
+        if kept.any():
+            parts: list[Runs] = []
+            sub_n = 0
+            for n, t in enumerate(kids.tolist()):
+                if kept[n]:
+                    parts.append(cache[t])
+                elif need[n]:
+                    parts.append(_slice_runs(sub, int(sub.off[sub_n]), int(sub.off[sub_n + 1])))
+                    sub_n += 1
+                else:
+                    parts.append(_empty_runs(1))
+            child_runs = _concat_runs(parts) if parts else _empty_runs()
+        else:
+            counts[need] = np.diff(sub.off)
+            off = np.zeros(len(kids) + 1, np.int64)
+            np.cumsum(counts, out=off[1:])
+            child_runs = Runs(off, sub.start, sub.klevel, sub.hw, sub.val, sub.key, sub.eff, sub.zero)
+        cidx = np.full(child.shape, -1, dtype=np.int64)
+        cidx[tab] = inv
+        sub_lt = LevelTables(lt.pas[rows], lt.ok[rows], ent, kind, cidx)
+        return _upper_runs(self.mode, i, sub_lt, child_runs, kids_ok, limit=None)
+
+    # -- the walk ---------------------------------------------------------------------------------
+    def _out(self, runs: Runs, base: int, cum: np.ndarray | None) -> Iterator[Runs]:
+        """A one-table run list placed at VA offset `base`, permissions folded through `cum`."""
+        n = len(runs)
+        for a in range(0, n, self.chunk):
+            b = min(n, a + self.chunk)
+            r = runs if (a == 0 and b == n) else _slice_runs(runs, a, b)
+            eff = r.eff if cum is None else np.where(r.zero, np.uint64(0), self.mode.perm_combine(cum, r.eff))
+            self.emitted += b - a
+            if self.max_runs is not None and self.emitted > self.max_runs:
+                raise PagewalkError(
+                    f"the page tables expand to more than {self.max_runs} runs (many entries share tables "
+                    "with varied contents: a page-table bomb?); the output stops there "
+                    "(--max-runs N raises the limit; README \"Limits\")"
+                )
+            yield Runs(np.array([0, b - a], np.int64), r.start + np.uint64(base), r.klevel, r.hw, r.val, r.key, eff, r.zero)
+
+    def walk(self, i: int = 0, t: int = 0, base: int = 0, cum: np.ndarray | None = None) -> Iterator[Runs]:
+        if t in self.cache[i]:
+            yield from self._out(self.cache[i][t], base, cum)
+            return
+        if self.bound[i][t] <= self.chunk or i == self.nlev - 1:
+            runs = self._subtree(i, np.array([t]))
+            self._released()
+            yield from self._out(runs, base, cum)
+            return
+        lt = self.tables[i]
+        shift = self.mode.levels[i].shift
+        eb = self._entry_bounds(i, t).tolist()
+        child = lt.child[t].tolist()
+        N = len(eb)
+        j = 0
+        while j < N:
+            if eb[j] > self.chunk:  # descend into an entry whose subtree alone is more than a chunk
+                e = lt.entries[t, j : j + 1].astype(np.uint64)
+                perm = self.mode.perm(i, e)
+                down = perm if cum is None else self.mode.perm_combine(cum, perm)
+                yield from self.walk(i + 1, child[j], base + (j << shift), down)
+                j += 1
+                continue
+            k, acc = j, 0.0
+            while k < N and eb[k] <= self.chunk and acc + eb[k] <= self.chunk:
+                acc += eb[k]
+                k += 1
+            runs = self._subtree(i, np.array([t]), j, k)
+            self._released()
+            yield from self._out(runs, base + (j << shift), cum)
+            j = k
+
+
+def iter_runs(
+    mem: MappedMemory,
+    mode: PagingMode,
+    root_pa: int,
+    chunk_runs: int = STREAM_CHUNK_RUNS,
+    max_runs: int | None = -1,
+) -> Iterator[Runs]:
+    """The address space under `root_pa` as one-table `Runs` chunks in VA order (root offsets).
+
+    Together they are `root_runs()`'s list, except that runs equal across a chunk boundary are
+    not merged (consumers: `ptdump.core.drive()`, `ptdump.vector.breaks_stream()`). Memory is
+    bounded by the distinct tables and `chunk_runs`; a walk producing more than `max_runs` runs
+    (a page-table bomb with varied contents) raises PagewalkError when it gets there; by default
+    the module's MAX_STREAM_RUNS, read at the call (a front end may set it); 0 or None: no limit.
+    """
+    if max_runs == -1:
+        max_runs = MAX_STREAM_RUNS
+    return _Stream(mem, mode, root_pa, chunk_runs, max_runs or None).walk()
+
+
+def with_ends(mode: PagingMode, chunks: Runs | Iterable[Runs]) -> Iterator[tuple[Runs, int]]:
+    """(chunk, end offset of its last run) for run-list chunks in VA order (one `Runs`: itself).
+
+    A chunk's last run ends where the next chunk starts (the chunks tile the root's span), the
+    last chunk's at the top of the span; empty chunks are dropped.
+    """
+    top = 1 << mode.va_bits
+    if isinstance(chunks, Runs):
+        chunks = (chunks,)
+    prev = None
+    for r in chunks:
+        if len(r) == 0:
+            continue
+        if prev is not None:
+            yield prev, int(r.start[0])
+        prev = r
+    if prev is not None:
+        yield prev, top

@@ -27,6 +27,7 @@ class Target:
     kernel_version: str | None = None
     unavailable: dict[str, str] = field(default_factory=dict)  # view -> why it has no root
     kernel: Any = None  # the pagewalk.kernel module that formats and checks this architecture
+    quiet: bool = False  # no notes on stderr from the commands themselves (the CLI's -q)
 
     def mode_for(self, view: str) -> PagingMode:
         """The paging mode of a view (arm64's TTBR0 half may differ from the TTBR1 one)."""

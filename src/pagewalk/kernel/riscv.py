@@ -18,7 +18,7 @@ from ..errors import RootError, UsageError
 from ..memory.base import MappedMemory
 from ..ptdump.core import drive
 from ..ptdump.riscv import Layout, RiscvState, entry_reader
-from ..runs import root_runs
+from ..runs import iter_runs
 from ..target import Target, check_root
 from . import JSON_SCHEMA_VERSION, WxResult
 
@@ -121,7 +121,7 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     >>> dump(resolve(open_image("core.elf"), regs={"satp": 0xa000100000082e2c}), "kernel", sys.stdout)  # doctest: +SKIP
     """
     root = target.root(view)
-    runs = root_runs(target.mem, target.mode, root)
+    runs = iter_runs(target.mem, target.mode, root)  # streamed, one drive() per call
     reader = entry_reader(target.mem, target.mode, root)
     if fmt != "json":
         st = RiscvState(target.layout, out, entry_at=reader)
@@ -150,7 +150,7 @@ def checkwx(target: Target) -> WxResult:
     The kernel WARNs once, at the first W+X run ("%p/%pS": a hashed pointer and a symbol; here
     the address twice), then prints the verdict.
     """
-    runs = root_runs(target.mem, target.mode, target.root("kernel"))
+    runs = iter_runs(target.mem, target.mode, target.root("kernel"))
     st = RiscvState(target.layout, None, check_wx=True)
     drive(st, target.mode, runs, target.layout.ranges())
     lines = []

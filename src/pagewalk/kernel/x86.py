@@ -19,7 +19,7 @@ from ..memory.base import MappedMemory
 from ..memory.notes import vmcoreinfo_int
 from ..mode import Kind, PagingMode
 from ..ptdump.x86 import Layout, format_fast
-from ..runs import root_runs
+from ..runs import iter_runs, root_runs
 from ..target import Target, check_root
 from . import JSON_SCHEMA_VERSION, WxResult
 
@@ -217,7 +217,7 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     """
     root = target.root(view)
     mode = x86.ptdump_view(target.mode)
-    runs = root_runs(target.mem, mode, root)
+    runs = iter_runs(target.mem, mode, root)  # streamed: the text is written as the walk goes
     if fmt != "json":
         return format_fast(mode, runs, target.layout, out).ranges_written
     head = {
@@ -248,9 +248,10 @@ def checkwx(target: Target) -> WxResult:
     all_ranges: list[tuple[int, int]] = []
     mode = x86.ptdump_view(target.mode)
     nx = getattr(target.layout, "nx", True)
-    runs = root_runs(target.mem, mode, target.root("kernel"))
+    runs = None
     why = "__supported_pte_mask has no NX"
-    if nx is None:  # the kernel sets NX on its data wherever the CPU has it
+    if nx is None:  # the kernel sets NX on its data wherever the CPU has it (i386: 4 GiB at most)
+        runs = root_runs(target.mem, mode, target.root("kernel"))
         nx = bool((runs.key & np.uint64(x86._PAGE_NX)).any())
         why = "no page-table entry uses NX (the CPU or the kernel has none)"
     if not nx:
@@ -264,11 +265,14 @@ def checkwx(target: Target) -> WxResult:
     for view, header in views:
         if header:
             lines.append(header)
-            runs = root_runs(target.mem, mode, target.root(view))
+        if header or runs is None:
+            runs = iter_runs(target.mem, mode, target.root(view))
         st = format_fast(mode, runs, target.layout, None, check_wx=True)
         for start, end in st.wx_ranges:
             npages = ((end - start) % (1 << target.layout.bits)) // 4096
             lines.append(f"x86/mm: Found insecure W+X mapping at address {start:#x} ({npages} pages)")
+        if st.wx_ranges_dropped:
+            lines.append(f"pagewalk: {st.wx_ranges_dropped} more W+X ranges not listed (counted below)")
         if st.wx_pages:
             lines.append(f"x86/mm: Checked W+X mappings: FAILED, {st.wx_pages} W+X pages found.")
         else:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from ..errors import MemoryReadError, PagewalkError
-from .base import CpuState, in_ranges
+from .base import CpuState, check_table_size, in_ranges
 
 PAGE = 4096
 
@@ -201,6 +201,9 @@ class PageCachedMemory:
         dtype = np.dtype(dtype)
         pas = np.asarray(pas, dtype=np.uint64)
         nbytes = count * dtype.itemsize
+        # no page table is larger than the largest granule's top level (64 KiB; ppc64 radix roots
+        # reach 2^(RPDS+3)): a bigger one comes from corrupt registers, and would be read over the wire
+        check_table_size(pas, nbytes, min(int((self._ram_end - self._ram_pa).max(initial=0)), 16 << 20))
         _, ok = self.file_offsets(pas, nbytes)
         out = np.zeros((len(pas), count), dtype)
         if not ok.any():

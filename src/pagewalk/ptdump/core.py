@@ -6,16 +6,22 @@ note_page() only acts when the state changes or an address marker is reached, so
 to the current state can be dropped. `drive()` therefore feeds one event per run, plus the
 event the kernel would deliver at the first entry at or after each address marker inside a run
 (markers are where the kernel splits runs that are otherwise equal).
+
+`runs` is the root's whole run list (`runs.root_runs()`) or its chunks in VA order
+(`runs.iter_runs()`): the state machine simply goes on from one chunk to the next, so a run
+continuing across a chunk boundary is one run to it, as the kernel's stream of events is.
 """
 
 from __future__ import annotations
 
 import bisect
-from typing import Iterator, Protocol
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from ..bits import align_up
 from ..mode import PagingMode
-from ..runs import SKIP_KLEVEL, Runs
+from ..runs import SKIP_KLEVEL, Runs, with_ends
 
 TOP = 1 << 64
 
@@ -54,11 +60,12 @@ class MarkerState:
         return self.markers[self.marker + 1][0]
 
 
-def run_extents(mode: PagingMode, runs: Runs) -> Iterator[tuple[int, int, int, int, int, int, int]]:
+def run_extents(mode: PagingMode, runs: Runs, end: int | None = None) -> Iterator[tuple[int, int, int, int, int, int, int]]:
     """(va, end, klevel, val, key, eff, entry_span) of every run, canonical VAs, in address order.
 
     A run that crosses the middle of the root's span is split there: the two halves of a
-    canonical address space are not adjacent.
+    canonical address space are not adjacent. The last run ends at offset `end` (a chunk's
+    end; None: the top of the root's span).
     """
     half = 1 << (mode.va_bits - 1)
     top = 1 << mode.va_bits
@@ -77,7 +84,7 @@ def run_extents(mode: PagingMode, runs: Runs) -> Iterator[tuple[int, int, int, i
         if klevel[k] == SKIP_KLEVEL:
             continue  # no event in entries the kernel skips; the previous run goes on over them
         s = starts[k]
-        e = starts[k + 1] if k + 1 < n else top
+        e = starts[k + 1] if k + 1 < n else (top if end is None else end)
         span = spans[hw[k]]
         if mode.canonical and s < half < e:
             yield s, half, klevel[k], val[k], key[k], eff[k], span
@@ -88,30 +95,59 @@ def run_extents(mode: PagingMode, runs: Runs) -> Iterator[tuple[int, int, int, i
             yield base + s, base + e, klevel[k], val[k], key[k], eff[k], span
 
 
-def drive(state: NoteState, mode: PagingMode, runs: Runs, ranges: list[tuple[int, int]]) -> None:
-    """Feed `state` the note_page() events of walking `ranges` (ptdump_walk_pgd), then flush."""
-    extents = list(run_extents(mode, runs))
-    starts = [x[0] for x in extents]
-    for r_start, r_end in ranges:
-        k = max(0, bisect.bisect_right(starts, r_start) - 1)
-        while k < len(extents):
-            s, e, klevel, val, key, eff, span = extents[k]
-            if s >= r_end:
+def drive(state: NoteState, mode: PagingMode, runs: Runs | Iterable[Runs], ranges: list[tuple[int, int]]) -> None:
+    """Feed `state` the note_page() events of walking `ranges` (ptdump_walk_pgd), then flush.
+
+    `runs`: one run list or chunks of it in VA order. Ranges in address order are walked as the
+    chunks come; otherwise (the kernel walks ranges in array order) the extents are held.
+    """
+    ranges = list(ranges)
+    ordered = all(a[0] <= a[1] <= b[0] for a, b in itertools.pairwise(ranges))
+    if not ordered:
+        extents = [x for r, end in with_ends(mode, runs) for x in run_extents(mode, r, end)]
+        starts = [x[0] for x in extents]
+        for r_start, r_end in ranges:
+            k = max(0, bisect.bisect_right(starts, r_start) - 1)
+            while k < len(extents):
+                if extents[k][0] >= r_end:
+                    break
+                _note_extent(state, extents[k], r_start, r_end)
+                k += 1
+        state.flush()
+        return
+    ri = 0
+    nr = len(ranges)
+    for r, end in with_ends(mode, runs):
+        if ri >= nr:
+            break
+        for ext in run_extents(mode, r, end):
+            s, e = ext[0], ext[1]
+            while ri < nr and ranges[ri][1] <= s:
+                ri += 1
+            if ri >= nr:
                 break
-            k += 1
-            if e <= r_start:
-                continue
-            va = max(s, r_start)
-            end = min(e, r_end)
-            state.note(va, klevel, val, key, eff)
-            last = va
-            while True:
-                m = state.next_marker()
-                if m is None or m >= end:
+            for r_start, r_end in ranges[ri:]:
+                if r_start >= e:
                     break
-                p = max(align_up(m, span), last + span)
-                if p >= end:
-                    break
-                state.note(p, klevel, val, key, eff)
-                last = p
+                _note_extent(state, ext, r_start, r_end)
     state.flush()
+
+
+def _note_extent(state: NoteState, ext: tuple[int, int, int, int, int, int, int], r_start: int, r_end: int) -> None:
+    """The events of one run clipped to one range: its first entry, and one at each marker inside."""
+    s, e, klevel, val, key, eff, span = ext
+    if e <= r_start or s >= r_end:
+        return
+    va = max(s, r_start)
+    end = min(e, r_end)
+    state.note(va, klevel, val, key, eff)
+    last = va
+    while True:
+        m = state.next_marker()
+        if m is None or m >= end:
+            break
+        p = max(align_up(m, span), last + span)
+        if p >= end:
+            break
+        state.note(p, klevel, val, key, eff)
+        last = p
