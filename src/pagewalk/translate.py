@@ -53,9 +53,23 @@ def translate(mem: MappedMemory, mode: PagingMode, root_pa: int, va: int) -> Tra
     off = mode.table_offset(va)
     table_pa = root_pa
     perm = np.uint64(mode.perm_top)
+    window = mode.extra.get("index_window")  # partial tables (s390 TF/TL): see runs.discover()
+    parent: np.ndarray | None = None
     for i, lvl in enumerate(mode.levels):
         idx = (off >> lvl.shift) & (lvl.entries - 1)
         entry_pa = table_pa + idx * mode.entry_bytes
+        if window is not None:
+            lo, hi = (int(x[0]) for x in window(i, parent))
+            if not lo <= idx < hi:
+                order = "little" if mode.byteorder == "<" else "big"
+                try:  # shown in the trace; the CPU does not read it
+                    raw_out: int | None = int.from_bytes(mem.read(entry_pa, mode.entry_bytes), order)
+                except MemoryReadError:
+                    raw_out = None
+                flags = f"outside the table (indexes {lo}..{hi - 1})"
+                tr.steps.append(Step(lvl.name, table_pa, idx, raw_out, flags, "fault"))
+                tr.fault = f"{lvl.name} index {idx} outside the table's {lo}..{hi - 1}: {mode.extra['window_fault'](i)}"
+                return tr
         try:
             raw = mem.read(entry_pa, mode.entry_bytes)
         except MemoryReadError:
@@ -73,6 +87,10 @@ def translate(mem: MappedMemory, mode: PagingMode, root_pa: int, va: int) -> Tra
             tr.fault = f"{lvl.name} entry {entry:#018x}: {mode.fault_reason(o)}"
             return tr
         if k == HwKind.LEAF:
+            leaf_check = mode.extra.get("leaf_check")  # e.g. arm64: an inconsistent contiguous run
+            note = leaf_check(mem, i, table_pa, idx) if leaf_check else None
+            if note:
+                flags += f"  [warning: {note}]"
             tr.steps.append(Step(lvl.name, table_pa, idx, entry, flags, "leaf", int(perm)))
             tr.page_size = lvl.entry_span
             leaf_pa = mode.extra.get("leaf_pa")  # e.g. riscv Svnapot: the PA depends on more than the entry
@@ -81,6 +99,7 @@ def translate(mem: MappedMemory, mode: PagingMode, root_pa: int, va: int) -> Tra
             return tr
         tr.steps.append(Step(lvl.name, table_pa, idx, entry, flags, "table", int(perm)))
         table_pa = o
+        parent = arr
     raise PagewalkError(f"{mode.name}: the walk of {va:#x} did not end at the last level")  # pragma: no cover
 
 
@@ -110,11 +129,18 @@ def translate_many(
         live = (off >> np.uint64(mode.va_bits)) == 0 if mode.va_bits < 64 else np.ones(n, bool)
     idx_live = np.nonzero(live)[0]
     table = np.full(len(idx_live), root_pa, dtype=np.uint64)
+    window = mode.extra.get("index_window")  # partial tables (s390 TF/TL): see runs.discover()
+    parent = None
     for i, lvl in enumerate(mode.levels):
         if len(idx_live) == 0:
             break
         o = off[idx_live]
-        ent_pa = table + ((o >> np.uint64(lvl.shift)) & np.uint64(lvl.entries - 1)) * np.uint64(mode.entry_bytes)
+        index = (o >> np.uint64(lvl.shift)) & np.uint64(lvl.entries - 1)
+        if window is not None:
+            lo, hi = window(i, parent)
+            inside = (index >= lo) & (index < hi)
+            idx_live, table, o, index = idx_live[inside], table[inside], o[inside], index[inside]
+        ent_pa = table + index * np.uint64(mode.entry_bytes)
         ent, have = mem.gather(ent_pa, mode.dtype)
         kind, out = mode.hw_classify(i, ent.astype(np.uint64))
         kind = np.where(have, kind, np.uint8(HwKind.FAULT))
@@ -132,4 +158,5 @@ def translate_many(
         cont = kind == HwKind.TABLE
         idx_live = idx_live[cont]
         table = out[cont]
+        parent = ent[cont].astype(np.uint64)
     return pa, size, ok

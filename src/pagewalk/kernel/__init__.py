@@ -21,6 +21,8 @@ SUPPORT = {
     "i386": "i386",
     **dict.fromkeys(("arm", "armhf", "armv7l", "armv7", "arm32"), "arm"),
     "mips64": "mips", "mips64el": "mips", "sparc64": "sparc64", "arc": "arc",
+    "s390x": "s390",
+    "s390": "s390",
     **dict.fromkeys(("ppc64", "ppc64le", "ppc64el", "powerpc64"), "ppc64"),
 }
 ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "aarch64": "arm64", "i686": "i386", "x86": "i386"}

@@ -30,7 +30,7 @@ from ..memory.base import MappedMemory
 from ..mode import PagingMode
 from ..ptdump.arm import PAGE_OFFSET_DEFAULT, ArmState, Layout
 from ..ptdump.core import drive
-from ..runs import MISSING_BASE, SKIP_KLEVEL, root_runs
+from ..runs import MISSING_BASE, SKIP_KLEVEL, iter_runs, root_runs
 from ..target import Target, check_root
 from . import JSON_SCHEMA_VERSION, WxResult
 
@@ -265,7 +265,7 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     """Write the kernel's kernel_page_tables text of `view` to `out`; returns the lines written."""
     root = target.root(view)
     mode = target.mode_for(view)
-    runs = root_runs(target.mem, mode, root)
+    runs = iter_runs(target.mem, mode, root)  # streamed: drive() takes the chunks as they come
     if fmt != "json":
         st = ArmState(target.layout, out)
         drive(st, mode, runs, target.layout.ranges())
@@ -291,7 +291,7 @@ def checkwx(target: Target) -> WxResult:
     """ptdump_check_wx() of arch/arm/mm/dump.c on the kernel view, with its messages (the WARN_ONCE
     prints `%pS` of the first W+X range's start: here its address)."""
     mode = target.mode_for("kernel")
-    runs = root_runs(target.mem, mode, target.root("kernel"))
+    runs = iter_runs(target.mem, mode, target.root("kernel"))
     st = ArmState(target.layout, None, check_wx=True)
     drive(st, mode, runs, target.layout.ranges())
     lines = []

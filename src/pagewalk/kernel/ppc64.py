@@ -39,7 +39,7 @@ from ..errors import MemoryReadError, RootError, UsageError
 from ..memory.base import MappedMemory
 from ..ptdump.core import drive
 from ..ptdump.ppc64 import Layout, Ppc64State, entry_reader
-from ..runs import root_runs
+from ..runs import iter_runs
 from ..target import Target, check_root
 from . import JSON_SCHEMA_VERSION, WxResult
 
@@ -233,7 +233,7 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     """
     root = target.root(view)
     mode = target.mode
-    runs = root_runs(target.mem, mode, root)
+    runs = iter_runs(target.mem, mode, root)  # streamed: drive() takes the chunks as they come
     reader = entry_reader(target.mem, mode, root)
     rpn_mask = mode.extra["rpn_mask"]
     if fmt != "json":
@@ -263,7 +263,7 @@ def checkwx(target: Target) -> WxResult:
     The kernel WARNs once, at the first W+X range ("%p/%pS": a hashed pointer and a symbol;
     here the address twice), then prints the verdict.
     """
-    runs = root_runs(target.mem, target.mode, target.root("kernel"))
+    runs = iter_runs(target.mem, target.mode, target.root("kernel"))
     st = Ppc64State(target.layout, None, target.mode.extra["rpn_mask"], check_wx=True)
     drive(st, target.mode, runs, target.layout.ranges())
     lines = []

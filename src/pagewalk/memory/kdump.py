@@ -42,7 +42,7 @@ from itertools import pairwise
 import numpy as np
 
 from ..errors import FormatError, MemoryReadError
-from .base import CpuState, MappedMemory
+from .base import CpuState, MappedMemory, check_table_size
 from .elfcore import _split_notes
 from .notes import parse_notes
 
@@ -74,6 +74,7 @@ _UNAME_ARCH = {
     "ppc64": "ppc64",
     "ppc64le": "ppc64",
     "s390x": "s390x",
+    "S390X": "s390x",  # QEMU's dump-guest-memory writes ELF_MACHINE_UNAME, upper case on s390x
     "mips": "mips",
     "mips64": "mips",
 }
@@ -718,6 +719,7 @@ class KdumpMemory(MappedMemory):
         size = count * dtype.itemsize
         pas = np.asarray(pas, dtype=np.uint64)
         n = len(pas)
+        check_table_size(pas, size, self.max_mapnr * self.page_size)
         out = np.zeros((n, count), dtype)
         ok = self._held(pas, size) if n else np.zeros(0, bool)
         if n == 0 or size == 0:
