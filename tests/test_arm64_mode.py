@@ -224,3 +224,80 @@ def test_two_level_leaf_names_per_series(tmp_path, series, name):
     lines = _ptdump(m, b, tmp_path, [(base, "start"), (TOP - 1, None)], series=series)
     assert lines[1].split()[2] == name and lines[1].endswith("BLK UXN    MEM/NORMAL")
     assert lines[2].endswith(" PGD")
+
+
+# -- AttrIndx through MAIR_EL1 ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "attr_byte,text",
+    [
+        (0x00, "Device-nGnRnE"), (0x04, "Device-nGnRE"), (0x08, "Device-nGRE"), (0x0C, "Device-GRE"),
+        (0x05, "Device-nGnRE XS=0 (FEAT_XS)"), (0x02, "reserved Device encoding 0x02"),
+        (0xFF, "Normal WB-RWA"), (0x44, "Normal NC"), (0xBB, "Normal WT-RWA"), (0xEE, "Normal WB-RA"),
+        (0x4F, "Normal inner WB-RWA outer NC"), (0x1C, "Normal inner WB-noalloc outer WT-transient-WA"),
+        (0xF0, "Normal-Tagged WB-RWA (FEAT_MTE2)"), (0x40, "Normal NC XS=0 (FEAT_XS)"),
+        (0x30, "reserved Normal encoding 0x30"),
+    ],
+)
+def test_mair_attribute_encodings(attr_byte, text):
+    """MAIR_EL1 Attr<n> (D19): Device nGnRnE..GRE, Normal inner/outer cacheability and allocation hints, Tagged, reserved."""
+    assert arm64.mair_attr_text(attr_byte << 24, 3) == text
+
+
+def test_linux_mair_layout_follows_the_kernel_version():
+    """MT_* indices: v5.13+ NORMAL 0 ... DEVICE_nGnRE 4; v5.10-5.12 with NORMAL_WT 3; before v5.10 the device types first."""
+    names, mair, label = arm64.linux_mair("6.1.0-27-arm64")
+    assert (names[0], names[3], mair, label) == ("NORMAL", "DEVICE_nGnRnE", 0x40044FFFF, "Linux v5.13+ MAIR layout")
+    assert arm64.linux_mair(None) == arm64.linux_mair("6.12.9")
+    assert arm64.linux_mair("5.10.0")[0][3] == "NORMAL_WT" and arm64.linux_mair("5.12")[0][5] == "DEVICE_nGnRE"
+    old = arm64.linux_mair("4.19.0-21-arm64")
+    assert old[0][0] == "DEVICE_nGnRnE" and old[0][4] == "NORMAL" and old[2] == "Linux before v5.10 MAIR layout"
+    assert (old[1] >> 32) & 0xFF == 0xFF and old[1] & 0xFF == 0x00
+
+
+@pytest.mark.parametrize("case", ["6.1-nokaslr-48bit", "6.12-nokaslr-52bit-lpa2"])
+def test_captured_mair_is_the_linux_layout_of_its_version(case):
+    """The MAIR_EL1 QEMU read from the 6.1 and 6.12 guests is the one linux_mair() builds for their OSRELEASE."""
+    from conftest import FIXTURES
+
+    from pagewalk import open_image
+
+    mem = open_image(str(FIXTURES / "arm64" / case / "core.elf"))
+    assert arm64.linux_mair(mem.cpu.vmcoreinfo["OSRELEASE"])[1] == mem.cpu.regs["mair_el1"]
+
+
+def test_translate_decodes_attrindx_through_mair_el1_or_linux_layout():
+    """With MAIR_EL1 the trace gives its memory type and source; without, Linux's MT_* of the image's version, saying so."""
+    from conftest import FIXTURES
+
+    from pagewalk import open_image
+    from pagewalk.kernel import arm64 as karm64
+
+    core = str(FIXTURES / "arm64" / "6.1-nokaslr-48bit" / "core.elf")
+    va = 0xFFFF_8000_0A00_0010  # a PAGE_KERNEL (MT_NORMAL) page
+    mem = open_image(core)
+    t = karm64.resolve(mem, {}, {}, {}, {})  # VMCOREINFO only: no MAIR_EL1
+    leaf = translate(mem, t.mode, t.root("kernel"), va).steps[-1].flags
+    assert "AttrIndx=0(MT_NORMAL: Normal WB-RWA; Linux v5.13+ MAIR layout)" in leaf
+    regs = dict(mem.cpu.regs, mair_el1=0x000000040044FF44)  # AttrIndx 0 made Normal-NC
+    t = karm64.resolve(mem, regs, {}, {}, {})
+    leaf = translate(mem, t.mode, t.root("kernel"), va).steps[-1].flags
+    assert "AttrIndx=0(Normal NC; MAIR_EL1 from --reg mair_el1)" in leaf
+    t = karm64.resolve(mem, dict(mem.cpu.regs), {}, {}, {})
+    leaf = translate(mem, t.mode, t.root("kernel"), va).steps[-1].flags
+    assert "AttrIndx=0(Normal WB-RWA; MAIR_EL1 from the image's registers)" in leaf
+
+
+@pytest.mark.parametrize("page_size,t1sz", [("1", "16"), ("4096", "60"), ("65536", "2")])
+def test_corrupt_vmcoreinfo_geometry_is_a_root_error(page_size, t1sz):
+    """A VMCOREINFO PAGESIZE or TCR_EL1_T1SZ no granule allows is a RootError naming them, not a traceback."""
+    from types import SimpleNamespace
+
+    from pagewalk.errors import RootError
+    from pagewalk.kernel import arm64 as karm64
+
+    vi = {"OSRELEASE": "6.12.0", "PAGESIZE": page_size, "NUMBER(TCR_EL1_T1SZ)": t1sz}
+    mem = SimpleNamespace(cpu=SimpleNamespace(vmcoreinfo=vi, regs={}))
+    with pytest.raises(RootError, match=f"PAGESIZE={page_size} NUMBER\\(TCR_EL1_T1SZ\\)={t1sz}"):
+        karm64.resolve(mem, {}, {}, {}, {})

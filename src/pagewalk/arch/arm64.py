@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bits import mask
+from ..errors import MemoryReadError
 from ..mode import HwKind, Kind, Level, PagingMode
 
 U64 = np.uint64
@@ -85,9 +86,46 @@ TG0_GRANULE = {0: 4096, 1: 65536, 2: 16384}
 TG1_GRANULE = {1: 16384, 2: 4096, 3: 65536}
 IPS_BITS = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52}
 
-# Linux's MAIR_EL1 layout (arch/arm64/include/asm/memory.h, v5.10+): AttrIndx -> name
-LINUX_MT = {0: "NORMAL", 1: "NORMAL_TAGGED", 2: "NORMAL_NC", 3: "DEVICE_nGnRnE", 4: "DEVICE_nGnRE"}
-LINUX_MAIR = 0x000000040044FFFF  # idx0 0xff, idx1 0xff (0xf0 with MTE), idx2 0x44, idx3 0x00, idx4 0x04
+# Linux's MAIR_EL1 layouts: the MT_* AttrIndx values of arch/arm64/include/asm/memory.h and the
+# MAIR_ATTR_* values proc.S's MAIR_EL1_SET gives them. (first version, {AttrIndx: MT_ name}), newest
+# first: v5.13 dropped MT_NORMAL_WT and MT_DEVICE_GRE and moved the device types to 3 and 4; v5.10
+# (MTE) made MT_NORMAL index 0; before, the device types came first.
+MAIR_ATTR = {"NORMAL": 0xFF, "NORMAL_TAGGED": 0xFF, "NORMAL_NC": 0x44, "NORMAL_WT": 0xBB,
+             "DEVICE_nGnRnE": 0x00, "DEVICE_nGnRE": 0x04, "DEVICE_GRE": 0x0C}
+LINUX_MT_LAYOUTS: tuple[tuple[tuple[int, int], dict[int, str]], ...] = (
+    ((5, 13), {0: "NORMAL", 1: "NORMAL_TAGGED", 2: "NORMAL_NC", 3: "DEVICE_nGnRnE", 4: "DEVICE_nGnRE"}),
+    ((5, 10), {0: "NORMAL", 1: "NORMAL_TAGGED", 2: "NORMAL_NC", 3: "NORMAL_WT", 4: "DEVICE_nGnRnE",
+               5: "DEVICE_nGnRE", 6: "DEVICE_GRE"}),
+    ((0, 0), {0: "DEVICE_nGnRnE", 1: "DEVICE_nGnRE", 2: "DEVICE_GRE", 3: "NORMAL_NC", 4: "NORMAL", 5: "NORMAL_WT"}),
+)
+LINUX_MT = LINUX_MT_LAYOUTS[0][1]
+LINUX_MAIR = 0x000000040044FFFF  # v5.13+: idx0 0xff, idx1 0xff (0xf0 once MTE is on), idx2 0x44, idx3 0x00, idx4 0x04
+
+# D8.6.1 "The Contiguous bit": how many adjacent, index-aligned entries one contiguous run spans,
+# by granule and Arm lookup level (Linux: CONT_PTES / CONT_PMDS, arch/arm64/Kconfig
+# ARM64_CONT_PTE_SHIFT 4/7/5 and ARM64_CONT_PMD_SHIFT 4/5/5 for 4K/16K/64K pages)
+CONTIGUOUS_ENTRIES = {4096: {1: 16, 2: 16, 3: 16}, 16384: {2: 32, 3: 128}, 65536: {2: 32, 3: 32}}
+# contiguous_check() problem bits
+CONT_MISSING, CONT_ATTRS, CONT_OA, CONT_ALIGN = 1, 2, 4, 8
+CONT_PROBLEMS = {
+    CONT_MISSING: "not every entry of the run is a valid leaf with the contiguous bit",
+    CONT_ATTRS: "the entries' attributes or permissions differ",
+    CONT_OA: "the output addresses are not consecutive",
+    CONT_ALIGN: "the output address is not aligned to the run's size",
+}
+# Attribute bits that must be equal across a run: AttrIndx, NS, AP[2:1], SH, nG (bits 11:2) and
+# GP, DBM, CONT, PXN, UXN (54:50); not AF (hardware access flag, per entry) nor the software bits
+_CONT_ATTR_MASK = (mask(11, 2) & ~PTE_AF) | mask(54, 50)
+
+
+def contiguous_entries(granule: int, arm_level: int) -> int:
+    """Entries in one contiguous run at Arm lookup level `arm_level` (0 where the granule has none)."""
+    return CONTIGUOUS_ENTRIES.get(granule, {}).get(arm_level, 0)
+
+
+def contiguous_problem_text(bits: int) -> str:
+    """The CONT_* problem bits in words."""
+    return "; ".join(t for b, t in CONT_PROBLEMS.items() if bits & b)
 
 # hw_classify() fault reasons
 _INVALID, _RESERVED, _ADDR_SIZE = 1, 2, 3
@@ -276,9 +314,45 @@ def make_mode(
     def perm_combine(parent: np.ndarray, child: np.ndarray) -> np.ndarray:
         return (parent & child & _u(PTE_USER)) | ((parent | child) & _u(PTE_RDONLY | PTE_PXN | PTE_UXN))
 
-    def describe_entry(level_name: str, entry: int) -> str:
-        return describe(level_name, entry, granule=granule, ds=ds)
+    def contiguous_check(level: int, tables: np.ndarray) -> np.ndarray:
+        """CONT_* problem bits of every contiguous run slot of `tables` ((n, entries) raw values of
+        hardware level `level`), shape (n, entries // run): 0 where no entry of the run has the
+        contiguous bit set in a block or page descriptor, or the run is consistent. D8.6.1: a run
+        is `run` index-aligned entries that must all be valid leaves with the bit set, identical
+        attributes and permissions (AF excepted, and AP[2] with DBM: hardware dirty state is per
+        entry) and consecutive output addresses aligned to the run's size; anything else is
+        CONSTRAINED UNPREDICTABLE (TLB conflict aborts, or either entry's translation)."""
+        e = np.asarray(tables).astype(U64, copy=False)
+        n, count = e.shape
+        run = contiguous_entries(granule, start + level)
+        if not run or count % run:
+            return np.zeros((n, count // run if run else 0), np.uint8)
+        e = e.reshape(n, count // run, run)
+        kind, out = hw_classify(level, e)
+        leaf = kind == HwKind.LEAF
+        cont = leaf & ((e & _u(PTE_CONT)) != 0)
+        any_cont = cont.any(axis=2)  # (bit 52 of a table descriptor is ignored, D8.3.1)
+        all_cont = cont.all(axis=2)
+        attr_mask = _CONT_ATTR_MASK & ~(PTE_SHARED if ds else 0)
+        attrs = e & _u(attr_mask)
+        attrs = np.where((e & _u(PTE_DBM)) != 0, attrs & _u(~PTE_RDONLY & (TOP - 1)), attrs)
+        size = levels[level].entry_span
+        oa = np.where(leaf, out, _u(0))
+        want = oa[..., :1] + np.arange(run, dtype=U64) * _u(size)
+        prob = np.zeros(any_cont.shape, np.uint8)
+        prob[any_cont & ~all_cont] |= CONT_MISSING
+        prob[any_cont & (attrs != attrs[..., :1]).any(axis=2)] |= CONT_ATTRS
+        prob[all_cont & (oa != want).any(axis=2)] |= CONT_OA
+        prob[all_cont & ((oa[..., 0] % _u(size * run)) != 0)] |= CONT_ALIGN
+        return prob
 
+    def describe_entry(level_name: str, entry: int) -> str:
+        # extra["mair"] = (MAIR_EL1, source) and extra["kernel_version"] are set by the kernel
+        # module's resolve() when it knows them
+        return describe(level_name, entry, granule=granule, ds=ds, mair=extra.get("mair"),
+                        kernel_version=extra.get("kernel_version"))
+
+    extra: dict = {}
     half = "ttbr1" if upper else "ttbr0"
     name = f"arm64-{granule >> 10}k-{va_bits}bit{'-lpa2' if ds else ''}{'-lpa' if lpa64 else ''}-{n}level-{half}"
     return Arm64Mode(
@@ -299,7 +373,7 @@ def make_mode(
         root_align=max(64, levels[0].entries * 8),
         fault_reason=lambda code: _REASONS.get(code, "fault"),
         describe=describe_entry,
-        extra={
+        extra=_update(extra, {
             "perm_text": lambda p: perm_text(p),
             "granule": granule,
             "ds": ds,
@@ -309,10 +383,38 @@ def make_mode(
             "block_levels": sorted(block_hw),
             "kernel": kernel,
             "hpd": hpd,
-        },
+            "contiguous_check": contiguous_check,
+            "leaf_check": lambda mem, level, table_pa, index: _leaf_contiguous_note(
+                mem, contiguous_check, granule, start + level, level, table_pa, index),
+        }),
         va_base=(TOP - (1 << va_bits)) if upper else 0,
         tbi=tbi,
     )
+
+
+def _update(d: dict, more: dict) -> dict:
+    """`d` itself, updated (the mode's describe() reads later additions to its extra dict)."""
+    d.update(more)
+    return d
+
+
+def _leaf_contiguous_note(mem, check, granule: int, arm_level: int, level: int, table_pa: int, index: int) -> str | None:
+    """translate()'s note on a leaf whose contiguous run (D8.6.1) is inconsistent, None otherwise
+    (also when the run's entries are not in the image)."""
+    run = contiguous_entries(granule, arm_level)
+    if not run:
+        return None
+    first = index - index % run
+    try:
+        raw = mem.read(table_pa + first * 8, run * 8)
+    except MemoryReadError:
+        return None
+    entries = np.frombuffer(raw, dtype="<u8").reshape(1, run)
+    bits = int(check(level, entries)[0, 0])
+    if not bits:
+        return None
+    return (f"contiguous run of {run} entries [{first}..{first + run - 1}] is inconsistent: "
+            f"{contiguous_problem_text(bits)} (D8.6.1: CONSTRAINED UNPREDICTABLE)")
 
 
 def encode_oa(pa: int, *, ds: bool = False, lpa: bool = False) -> int:
@@ -324,8 +426,12 @@ def encode_oa(pa: int, *, ds: bool = False, lpa: bool = False) -> int:
     return pa & mask(47, 12)
 
 
-def describe(level_name: str, entry: int, *, granule: int = 4096, ds: bool = False) -> str:
-    """Decoded fields of one descriptor for `translate` (D8.3): type, then attributes."""
+def describe(
+    level_name: str, entry: int, *, granule: int = 4096, ds: bool = False,
+    mair: tuple[int, str] | None = None, kernel_version: str | None = None,
+) -> str:
+    """Decoded fields of one descriptor for `translate` (D8.3): type, then attributes; AttrIndx
+    through `mair` (MAIR_EL1 value, source) when known, Linux's layout for `kernel_version` else."""
     if not entry & PTE_VALID:
         return "invalid"
     last = level_name == "pte"
@@ -349,7 +455,7 @@ def describe(level_name: str, entry: int, *, granule: int = 4096, ds: bool = Fal
     parts.append("PXN" if entry & PTE_PXN else "px")
     parts.append("UXN" if entry & PTE_UXN else "ux")
     idx = (entry >> PTE_ATTRINDX_SHIFT) & 7
-    parts.append(f"AttrIndx={idx}({LINUX_MT.get(idx, '?')})")
+    parts.append(attr_text(idx, mair, linux_mair(kernel_version)))
     if not ds:
         parts.append({0: "SH=non", 1: "SH=res", 2: "SH=outer", 3: "SH=inner"}[(entry >> 8) & 3])
     for bit, n in ((PTE_NS, "NS"), (PTE_AF, "AF"), (PTE_NG, "nG"), (PTE_DBM, "DBM"), (PTE_CONT, "CONT"), (PTE_GP, "GP")):
@@ -358,20 +464,73 @@ def describe(level_name: str, entry: int, *, granule: int = 4096, ds: bool = Fal
     return " ".join(parts)
 
 
+def _cacheability(n: int) -> str:
+    """One half of a Normal MAIR attribute (D19 MAIR_EL1, Attr<n>[7:4] outer / [3:0] inner):
+    0b0100 Non-cacheable; else 0b00RW WT transient, 0b01RW WB transient, 0b10RW WT, 0b11RW WB,
+    R/W the read/write-allocate hints."""
+    if n == 0b0100:
+        return "NC"
+    kind = ("WT-transient", "WB-transient", "WT", "WB")[n >> 2]
+    alloc = ("R" if n & 2 else "") + ("W" if n & 1 else "")
+    return f"{kind}-{alloc}A" if alloc else f"{kind}-noalloc"
+
+
 def mair_attr_text(mair: int, idx: int) -> str:
-    """The memory type MAIR_EL1 gives AttrIndx `idx` (D19 MAIR_EL1 Attr<n> encodings)."""
+    """The memory type MAIR_EL1 gives AttrIndx `idx` (D19 MAIR_EL1 Attr<n> encodings): Device
+    (0b0000dd00: nGnRnE, nGnRE, nGRE, GRE; 0b0000dd01 the same with XS=0, FEAT_XS), Normal with
+    inner and outer cacheability, Tagged Normal (0xf0, FEAT_MTE2), the FEAT_XS Normal 0x40/0xa0;
+    other encodings are reserved (UNPREDICTABLE)."""
     a = (mair >> (8 * idx)) & 0xFF
-    if a >> 4 == 0:
-        return {0x0: "Device-nGnRnE", 0x4: "Device-nGnRE", 0x8: "Device-nGRE", 0xC: "Device-GRE"}.get(a & 0xF, f"Device({a:#04x})")
-    if a == 0x44:
-        return "Normal-NC"
-    if a == 0xFF:
-        return "Normal-WB"
+    outer, inner = a >> 4, a & 0xF
+    if outer == 0:
+        name = ("nGnRnE", "nGnRE", "nGRE", "GRE")[inner >> 2]
+        xs = {0: "", 1: " XS=0 (FEAT_XS)"}.get(inner & 3)
+        return f"Device-{name}{xs}" if xs is not None else f"reserved Device encoding {a:#04x}"
     if a == 0xF0:
-        return "Normal-Tagged"
-    if a == 0xBB:
-        return "Normal-WT"
-    return f"Normal({a:#04x})"
+        return "Normal-Tagged WB-RWA (FEAT_MTE2)"
+    if a in (0x40, 0xA0):
+        return f"Normal {'NC' if a == 0x40 else 'WT-RA'} XS=0 (FEAT_XS)"
+    if inner == 0:
+        return f"reserved Normal encoding {a:#04x}"
+    if outer == inner:
+        return f"Normal {_cacheability(inner)}"
+    return f"Normal inner {_cacheability(inner)} outer {_cacheability(outer)}"
+
+
+def linux_mair(version: str | None) -> tuple[dict[int, str], int, str]:
+    """Linux's MAIR_EL1 layout for kernel `version` ("6.1.0-...", None = the newest): the MT_*
+    names by AttrIndx, the MAIR_EL1 value MAIR_EL1_SET builds, and a label saying which it is."""
+    want = (99, 99)
+    if version:
+        parts = version.split(".")
+        try:
+            want = (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0) if len(parts) > 1 else 0)
+        except ValueError:
+            pass
+    for first, names in LINUX_MT_LAYOUTS:
+        if want >= first:
+            break
+    mair = 0
+    for idx, name in names.items():
+        mair |= MAIR_ATTR[name] << (8 * idx)
+    since = f"v{first[0]}.{first[1]}+" if first != (0, 0) else "before v5.10"
+    return names, mair, f"Linux {since} MAIR layout"
+
+
+def attr_text(idx: int, mair: tuple[int, str] | None, linux: tuple[dict[int, str], int, str]) -> str:
+    """AttrIndx `idx` decoded through the MAIR_EL1 value given (`mair` = (value, where it came
+    from)), else through Linux's layout (`linux` from linux_mair()); the text says which."""
+    if mair is not None:
+        value, source = mair
+        return f"AttrIndx={idx}({mair_attr_text(value, idx)}; MAIR_EL1 from {source})"
+    names, value, label = linux
+    name = names.get(idx)
+    if name is None:
+        return f"AttrIndx={idx}(unused by Linux; {label})"
+    kind = mair_attr_text(value, idx)
+    if name == "NORMAL_TAGGED":
+        kind = "Normal-Tagged with MTE, else Normal WB-RWA"
+    return f"AttrIndx={idx}(MT_{name}: {kind}; {label})"
 
 
 # -- registers ---------------------------------------------------------------------------------------

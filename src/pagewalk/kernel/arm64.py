@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import TextIO
+
+import numpy as np
 
 from ..arch import arm64
 from ..errors import RootError, UsageError
 from ..memory.base import MappedMemory
-from ..runs import root_runs
+from ..runs import discover, iter_runs
 from ..target import Target, check_root
 from ..ptdump.core import drive
 from ..ptdump.arm64 import Arm64State
@@ -205,7 +208,10 @@ def resolve(
         va = 64 - t1sz
         ds = va > 48 and granule != 65536
         pa_bits = 52 if (pa_max == 52) else 48
-        mode = arm64.make_mode(granule, va, upper=True, ds=ds, pa_bits=pa_bits, kernel=series)
+        try:
+            mode = arm64.make_mode(granule, va, upper=True, ds=ds, pa_bits=pa_bits, kernel=series)
+        except ValueError as e:  # a corrupt VMCOREINFO: PAGESIZE or TCR_EL1_T1SZ out of range
+            raise RootError(f"VMCOREINFO PAGESIZE={page_size} NUMBER(TCR_EL1_T1SZ)={t1sz}: {e}; {_HOW_TO_GET_REGS}") from None
         notes.append(
             f"TCR_EL1 from VMCOREINFO: {granule >> 10}K granule, T1SZ {t1sz} ({va}-bit kernel VAs)"
             + (", LPA2 (TCR.DS)" if ds else "")
@@ -285,11 +291,81 @@ def resolve(
     )
     layout.modes = modes
     layout.mair = regs.get("mair_el1")
+    # translate's AttrIndx text: through MAIR_EL1 when known, Linux's layout of this version else
+    mair_source = "the image's registers" if mem.cpu.regs.get("mair_el1") == layout.mair else "--reg mair_el1"
+    for m in {id(m): m for m in modes.values()}.values():
+        m.extra["kernel_version"] = version
+        if layout.mair is not None:
+            m.extra["mair"] = (layout.mair, mair_source)
     return Target(mem, mode, roots, layout, notes, False, version, unavailable)
 
 
 def _mode_of(target: Target, view: str):
     return target.layout.modes.get(view, target.mode)
+
+
+CONTIGUOUS_LISTED = 5  # inconsistent runs named in the note; the rest are counted
+
+
+def contiguous_report(
+    mem: MappedMemory, mode, root: int, limit: int | None = None
+) -> tuple[int, list[tuple[int, int, str, int]]]:
+    """The inconsistent contiguous runs (Arm ARM D8.6.1) reachable from `root`: their number, and
+    (VA, size, level name, CONT_* problem bits) of the first `limit` (all when None) in table
+    order; a table reached through several entries is checked once and named at its first VA.
+    Whole tables per numpy operation: the upper levels from discover(), the last level read in
+    chunks."""
+    check = mode.extra["contiguous_check"]
+    lts = discover(mem, mode, root)
+    table_va = [np.zeros(1, np.uint64)]  # VA offset of each distinct table (its first parent entry)
+    for i, lt in enumerate(lts[:-1]):
+        t_idx, e_idx = np.nonzero(lt.child >= 0)
+        entry_va = table_va[i][t_idx] + (e_idx.astype(np.uint64) << np.uint64(mode.levels[i].shift))
+        nxt = np.zeros(len(lts[i + 1].pas), np.uint64)
+        nxt[lt.child[t_idx, e_idx][::-1]] = entry_va[::-1]  # reversed: the first parent wins
+        table_va.append(nxt)
+    found: list[tuple[int, int, str, int]] = []
+    total = 0
+    for i, lt in enumerate(lts):
+        lvl = mode.levels[i]
+        run = arm64.contiguous_entries(mode.extra["granule"], mode.extra["start_level"] + i)
+        if not run or not lt.ok.any():
+            continue
+        step = 1024 if lt.entries is None else len(lt.pas)
+        for c0 in range(0, len(lt.pas), step):
+            if lt.entries is None:
+                ent, ok = mem.gather_tables(lt.pas[c0 : c0 + step], lvl.entries, mode.dtype)
+            else:
+                ent, ok = lt.entries, lt.ok
+            prob = check(i, ent)
+            prob[~ok] = 0
+            t_bad, g_bad = np.nonzero(prob)
+            total += len(t_bad)
+            room = len(t_bad) if limit is None else max(0, limit - len(found))
+            for t, g in zip(t_bad[:room].tolist(), g_bad[:room].tolist()):
+                va = int(table_va[i][c0 + t]) + g * run * lvl.entry_span
+                found.append((mode.canonical_va(va), run * lvl.entry_span, lvl.name, int(prob[t, g])))
+    return total, found
+
+
+def _note_contiguous(target: Target, view: str) -> None:
+    """A note (target.notes, and stderr unless target.quiet) on inconsistent contiguous runs."""
+    total, found = contiguous_report(target.mem, _mode_of(target, view), target.root(view), CONTIGUOUS_LISTED)
+    if not total:
+        return
+    listed = "; ".join(
+        f"{va:#x}-{(va + size) % TOP:#x} ({name}): {arm64.contiguous_problem_text(bits)}"
+        for va, size, name, bits in found
+    )
+    more = f"; and {total - len(found)} more" if total > len(found) else ""
+    text = (
+        f"{total} inconsistent contiguous run{'s' if total > 1 else ''} (PTE_CONT) in the {view} "
+        f"tables; Arm ARM D8.6.1 makes their translation CONSTRAINED UNPREDICTABLE (TLB conflict abort "
+        f"or either entry's output): {listed}{more}"
+    )
+    target.notes.append(text)
+    if not getattr(target, "quiet", False):
+        print(f"pagewalk: note: {text}", file=sys.stderr)
 
 
 def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
@@ -300,7 +376,8 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     root = target.root(view)
     mode = _mode_of(target, view)
     lay: Layout = target.layout
-    runs = root_runs(target.mem, mode, root)
+    _note_contiguous(target, view)
+    runs = iter_runs(target.mem, mode, root)  # streamed: drive() takes the chunks as they come
     if view == "current_user":
         # the user half, as ptdump_walk() walks a base below TASK_SIZE_64 (efi_page_tables-style
         # markers): the range ends there and so does the final flush
@@ -350,7 +427,8 @@ def checkwx(target: Target) -> Arm64WxResult:
     pages, and print the kernel's lines (the WARN_ONCE addresses unhashed)."""
     mode = target.mode
     lay: Layout = target.layout
-    runs = root_runs(target.mem, mode, target.root("kernel"))
+    _note_contiguous(target, "kernel")
+    runs = iter_runs(target.mem, mode, target.root("kernel"))
     st = Arm64State(
         [(0, None), (TOP - 1, None)], None, series=lay.series, nlevels=len(mode.levels), check_wx=True,
         page_size=mode.extra["granule"],
