@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..runs import sorted_unique
-from .mappings import Mappings, leaf_entries, mappings, perm_strings
+from .mappings import Mappings, Perms, _perm_text, leaf_entries, mappings, perm_strings
 
 U64 = np.uint64
 
@@ -108,8 +107,50 @@ class AliasResult:
         return self.build(np.flatnonzero(self.arrays.wx))
 
     def build(self, segs: np.ndarray) -> list[Alias]:
-        """`Alias` objects of the segments `segs` (indices in PA order)."""
+        """`Alias` objects of the segments `segs` (indices; returned in PA order)."""
         return _build(self.arrays, self._mm, segs, self._max_members, self._mem)
+
+    def classes(self) -> list[dict]:
+        """The segments grouped by their set of mappings' kinds (rights and level of each
+        member): `mappings` (the kinds, e.g. ["kernel rw- G pte", "kernel rw- G pmd"]), `count`,
+        `bytes`, `wx` (segments of the class flagged W/X), `example` (a segment's PA),
+        most bytes first. Whole-array: a segment's signature is its member count and three sums of
+        21-bit random codes of its members' kinds (order-free, exact in float64), so no sort of
+        the pairs is needed; one sort of the segments groups them."""
+        a, mm = self.arrays, self._mm
+        nseg = len(a.seg_start)
+        if not nseg:
+            return []
+        code = (mm.perms.code() | (mm.level.astype(U64) << U64(6))).astype(np.int64)  # < 2^9
+        rng = np.random.default_rng(0x5EED)
+        sig = np.bincount(a.pair_seg, minlength=nseg).astype(U64)
+        pc = code[a.pair_iv]
+        for _ in range(3):
+            h = rng.integers(0, 1 << 21, size=1 << 9)
+            part = np.bincount(a.pair_seg, weights=h[pc].astype(np.float64), minlength=nseg).astype(U64)
+            with np.errstate(over="ignore"):
+                sig = (sig * U64(0x9E3779B97F4A7C15)) ^ part
+        del pc
+        u = np.unique(sig)  # few classes: a value sort, then lookups in a small table
+        gid = np.searchsorted(u, sig)
+        ng = len(u)
+        nbytes = np.bincount(gid, weights=(a.seg_end - a.seg_start).astype(np.float64), minlength=ng)
+        ncount = np.bincount(gid, minlength=ng)
+        nwx = np.bincount(gid, weights=a.wx.astype(np.float64), minlength=ng)
+        example = np.empty(ng, np.int64)
+        example[gid[::-1]] = np.arange(nseg - 1, -1, -1)  # a segment of each class (in practice its first)
+        ex_seg, ex_iv = a.pairs_of(np.unique(example))
+        names = [lvl.name for lvl in mm.mode.levels]
+        members: dict[int, list[int]] = {}
+        for sg, iv in zip(ex_seg.tolist(), code[ex_iv].tolist()):
+            members.setdefault(sg, []).append(iv)
+        out = []
+        for k in np.argsort(-nbytes, kind="stable").tolist():
+            j = int(example[k])
+            kinds = sorted(f"{_perm_text(c & 63)} {names[c >> 6]}" for c in members.get(j, []))
+            out.append({"mappings": kinds, "count": int(ncount[k]), "bytes": int(nbytes[k]), "wx": int(nwx[k]),
+                        "example": int(a.seg_start[j])})
+        return out
 
 
 @dataclass
@@ -122,8 +163,18 @@ class AliasArrays:
     wx: np.ndarray  # bool per segment
     kernel_wx: np.ndarray
     user_wx: np.ndarray
-    pair_seg: np.ndarray  # int64: segment of each pair
-    pair_iv: np.ndarray  # int64: interval (index into the mapped Mappings) of each pair
+    pair_seg: np.ndarray  # int64: segment of each pair (pairs in interval order, not grouped: see pairs_of)
+    pair_iv: np.ndarray  # int64: interval (index into the mapped Mappings) of each pair, ascending
+
+    def pairs_of(self, segs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(segment, interval) of the pairs of segments `segs`, grouped by segment (ascending),
+        members in VA order: one gather and one sort of those pairs only."""
+        sel = np.zeros(len(self.seg_start), bool)
+        sel[np.asarray(segs, np.int64)] = True
+        mask = sel[self.pair_seg]
+        sub, iv = self.pair_seg[mask], self.pair_iv[mask]
+        order = np.argsort(sub, kind="stable")  # iv ascending within a segment: VA order
+        return sub[order], iv[order]
 
 
 def sweep(m: Mappings) -> AliasArrays:
@@ -133,30 +184,29 @@ def sweep(m: Mappings) -> AliasArrays:
         z = np.zeros(0, U64)
         zi = np.zeros(0, np.int64)
         return AliasArrays(z, z, zi, np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool), zi, zi)
-    ps = m.pa_start
-    pe = m.pa_end
     w = np.where(m.repeat, m.size // m.span, U64(1)).astype(np.int64)
-    b, inv = sorted_unique(np.concatenate([ps, pe]))  # one sort gives the boundaries and every rank
+    b, inv = _unique_inverse(np.concatenate([m.pa_start, m.pa_end]))  # one sort: the boundaries and every rank
     lo, hi = inv[:n], inv[n:]
+    del inv
     diff = np.bincount(lo, weights=w, minlength=len(b) + 1) - np.bincount(hi, weights=w, minlength=len(b) + 1)
     cov = np.cumsum(diff.astype(np.int64))[: len(b) - 1]  # segment j = [b[j], b[j+1])
+    del diff
     is_alias = cov >= 2
     seg_idx = np.flatnonzero(is_alias)
     pre = np.zeros(len(b), np.int64)
     np.cumsum(is_alias, out=pre[1:])
     k_lo = pre[lo]
     cnt = pre[hi] - k_lo
+    del pre, lo, hi, is_alias
     pair_iv = np.repeat(np.arange(n, dtype=np.int64), cnt)
     ordinal = np.repeat(k_lo, cnt) + (np.arange(int(cnt.sum()), dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-    order = np.argsort(ordinal, kind="stable")  # intervals are in VA order: members stay so
-    pair_iv = pair_iv[order]
-    ordinal = ordinal[order]
+    del k_lo, cnt
     p = m.perms
-    wi = w[pair_iv]
+    wi = w[pair_iv].astype(np.float64)
     ns = len(seg_idx)
 
-    def wsum(flag: np.ndarray) -> np.ndarray:
-        return np.bincount(ordinal, weights=wi * flag[pair_iv], minlength=ns).astype(np.int64)
+    def wsum(flag: np.ndarray) -> np.ndarray:  # weighted count of the members with `flag`, per segment
+        return np.bincount(ordinal, weights=np.where(flag[pair_iv], wi, 0.0), minlength=ns).astype(np.int64)
 
     nw = wsum(p.write)
     nkx = wsum(p.kexec)
@@ -168,6 +218,34 @@ def sweep(m: Mappings) -> AliasArrays:
     kwx = nw * nkx - nwkx > 0
     uwx = nuw * nux - nuwux > 0
     return AliasArrays(b[seg_idx], b[seg_idx + 1], cov[seg_idx], kwx | uwx, kwx, uwx, ordinal, pair_iv)
+
+
+def argsort_u64(a: np.ndarray) -> np.ndarray:
+    """np.argsort of uint64 values, through np.sort of (value, index) packed in one word when
+    they fit (page-aligned PAs do: 40 bits of page number and 24 of index): numpy's SIMD sort
+    of values is several times faster than its argsort. Ties come out in index order."""
+    n = len(a)
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    shift = 12 if not (a & U64(0xFFF)).any() else 0
+    bits_v = (int(a.max()) >> shift).bit_length()
+    bits_i = (n - 1).bit_length()
+    if bits_v + bits_i > 64:
+        return np.argsort(a, kind="stable")
+    key = ((a >> U64(shift)) << U64(bits_i)) | np.arange(n, dtype=U64)
+    key.sort()
+    return (key & U64((1 << bits_i) - 1)).astype(np.int64)
+
+
+def _unique_inverse(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique values and the rank of each element (one sort)."""
+    order = argsort_u64(a)
+    s = a[order]
+    first = np.ones(len(s), dtype=bool)
+    first[1:] = s[1:] != s[:-1]
+    inv = np.empty(len(a), dtype=np.int64)
+    inv[order] = np.cumsum(first) - 1
+    return s[first], inv
 
 
 def find_aliases(m: Mappings, *, max_members: int | None = None, mem=None) -> AliasResult:
@@ -182,17 +260,18 @@ def find_aliases(m: Mappings, *, max_members: int | None = None, mem=None) -> Al
 
 
 def _build(a: AliasArrays, mm: Mappings, segs: np.ndarray, max_members: int | None, mem) -> list[Alias]:
-    segs = np.asarray(segs, np.int64)
+    segs = np.sort(np.asarray(segs, np.int64))
     if not len(segs):
         return []
-    lo = np.searchsorted(a.pair_seg, segs)
-    hi = np.searchsorted(a.pair_seg, segs, side="right")
+    p_seg, p_iv = a.pairs_of(segs)
+    lo = np.searchsorted(p_seg, segs)
+    hi = np.searchsorted(p_seg, segs, side="right")
     if max_members is not None:
         hi = np.minimum(hi, lo + max_members)
     cnt = hi - lo
     pj = np.repeat(np.arange(len(segs)), cnt)  # member -> position in segs
     pk = np.repeat(lo, cnt) + (np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-    iv = a.pair_iv[pk]
+    iv = p_iv[pk]
     seg_s = a.seg_start[segs][pj]
     seg_len = (a.seg_end[segs] - a.seg_start[segs])[pj]
     va = np.where(mm.repeat[iv], mm.va_start[iv], mm.va_start[iv] + (seg_s - mm.pa_start[iv]))
@@ -201,14 +280,14 @@ def _build(a: AliasArrays, mm: Mappings, segs: np.ndarray, max_members: int | No
     else:
         ent = mm.entry[iv]
     names = [lvl.name for lvl in mm.mode.levels]
-    texts = perm_strings(mm.perms)
     p = mm.perms
+    texts = perm_strings(Perms(**{k: v[iv] for k, v in p.__dict__.items()}))  # only the members' intervals
     count = np.where(mm.repeat[iv], mm.size[iv] // mm.span[iv], U64(1))
     members: list[AliasMember] = [
         AliasMember(va_start=v, va_end=v + n, count=c, level=names[lv], entry=e, perm=texts[i], user=u, write=w,
                     kexec=kx, uexec=ux)
         for v, n, c, lv, e, i, u, w, kx, ux in zip(
-            va.tolist(), seg_len.tolist(), count.tolist(), mm.level[iv].tolist(), ent.tolist(), iv.tolist(),
+            va.tolist(), seg_len.tolist(), count.tolist(), mm.level[iv].tolist(), ent.tolist(), range(len(iv)),
             p.user[iv].tolist(), p.write[iv].tolist(), p.kexec[iv].tolist(), p.uexec[iv].tolist())
     ]
     bounds = np.concatenate([[0], np.cumsum(cnt)]).tolist()

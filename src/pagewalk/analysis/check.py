@@ -38,9 +38,9 @@ from .mappings import (
     MISSING,
     UNWALKED,
     Mappings,
+    _perm_text,
     kernel_half_start,
     mappings,
-    perm_strings,
 )
 
 U64 = np.uint64
@@ -201,7 +201,7 @@ def _runs(m: Mappings, flag: np.ndarray) -> list[tuple[int, int]]:
 
 
 def check(target, *, views: list[str] | None = None, symbols: dict[str, int] | None = None,
-          max_trace: int = 10_000) -> CheckResult:
+          max_trace: int = 1000) -> CheckResult:
     """Run every check on every distinct view of `target` (or the `views` given).
 
     `symbols` (kallsyms) gives `_stext`/`_etext` for `writable-kernel-text`. Findings beyond
@@ -221,8 +221,8 @@ def check(target, *, views: list[str] | None = None, symbols: dict[str, int] | N
         m = mappings(target, view)
         mode = m.mode
         p = m.perms
-        texts = perm_strings(p)
-        names = m.level_names()
+        texts = _ByIndex([_perm_text(c) for c in range(64)], p.code())  # no Python list per interval
+        names = _ByIndex([lvl.name for lvl in mode.levels], m.level)
         page = m.page_size
         mapped = m.status == MAPPED
         khalf = m.va_start >= U64(kernel_half_start(mode))
@@ -279,6 +279,16 @@ def check(target, *, views: list[str] | None = None, symbols: dict[str, int] | N
     return CheckResult(findings, views, notes)
 
 
+class _ByIndex:
+    """texts[i] of interval i from a small table and a code array (instead of a list per interval)."""
+
+    def __init__(self, table: list[str], codes: np.ndarray) -> None:
+        self.table, self.codes = table, codes
+
+    def __getitem__(self, i) -> str:
+        return self.table[int(self.codes[i])]
+
+
 def _add(found: dict, f: Finding) -> None:
     key = (f.check, f.va_start, f.va_end, f.pa_start, f.pa_end, f.entry)
     if key in found:
@@ -289,43 +299,52 @@ def _add(found: dict, f: Finding) -> None:
 
 def _wx_aliases(found: dict, m: Mappings, view: str, texts: list[str], names: list[str]) -> None:
     """One finding per alias segment with a writable and an executable mapping: at the
-    executable VA, with the writable VAs in `detail`."""
+    executable VA (the segment's first), with the writable VAs (up to 8) in `detail`. The choice
+    of members is whole-array numpy; only the findings themselves are Python objects."""
     mm_idx = np.flatnonzero(m.status == MAPPED)
     mm = m.select(m.status == MAPPED)
     a = sweep(mm)
     if not a.wx.any():
         return
     p = mm.perms
-    bounds = np.searchsorted(a.pair_seg, np.arange(len(a.seg_start) + 1))
+    segs = np.flatnonzero(a.wx)
+    p_seg, iv = a.pairs_of(segs)  # the W/X segments' pairs, grouped, members in VA order
+    lo = np.searchsorted(p_seg, segs)
+    hi = np.searchsorted(p_seg, segs, side="right")
+    cnt = hi - lo
+    k = np.repeat(np.arange(len(segs)), cnt)  # W/X segment (position in segs) of each of its pairs
+    kcase = a.kernel_wx[segs][k]
+    ex = np.where(kcase, p.kexec[iv], p.uexec[iv])
+    wr = np.where(kcase, p.write[iv], p.write[iv] & p.user[iv])
+    pos = np.arange(len(iv))
+    first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    xpos = np.minimum.reduceat(np.where(ex, pos, len(iv)), first)  # every W/X segment has an exec member
+    x = iv[xpos]
+    other = wr & ((iv != x[k]) | mm.repeat[iv])
+    seg_s, seg_e = a.seg_start[segs], a.seg_end[segs]
+    # the VA of each member at the segment's first byte
+    va = np.where(mm.repeat[iv], mm.va_start[iv], mm.va_start[iv] + (seg_s[k] - mm.pa_start[iv]))
+    cs = np.cumsum(other)
+    rank = cs - np.repeat(cs[first] - other[first], cnt)  # 1, 2, ... among a segment's writable others
+    shown = other & (rank <= 8)
+    sk, sva, siv = k[shown].tolist(), va[shown].tolist(), mm_idx[iv[shown]].tolist()
+    sent = mm.entry[iv[shown]].tolist()
+    writable: dict[int, list[dict]] = {}
+    for kk, v, gi, e in zip(sk, sva, siv, sent):
+        writable.setdefault(kk, []).append({"va_start": v, "va_end": 0, "perm": texts[gi], "level": names[gi],
+                                            "entry": e})
+    length = (seg_e - seg_s).tolist()
+    xva = va[xpos].tolist()
+    xg = mm_idx[x].tolist()
+    xent = mm.entry[x].tolist()
+    sev = np.where(a.kernel_wx[segs], "high", "low").tolist()
     page = m.page_size
-    for j in np.flatnonzero(a.wx).tolist():
-        s, e = int(a.seg_start[j]), int(a.seg_end[j])
-        ivs = a.pair_iv[bounds[j] : bounds[j + 1]].tolist()
-
-        def va_of(i: int, s: int = s) -> int:
-            return int(mm.va_start[i]) + (s - int(mm.pa_start[i])) if not mm.repeat[i] else int(mm.va_start[i])
-
-        if a.kernel_wx[j]:
-            execs = [i for i in ivs if p.kexec[i]]
-            writes = [i for i in ivs if p.write[i]]
-            sev = "high"
-        else:
-            execs = [i for i in ivs if p.uexec[i]]
-            writes = [i for i in ivs if p.write[i] and p.user[i]]
-            sev = "low"
-        x = execs[0]
-        others = [i for i in writes if i != x or mm.repeat[i]]
+    for j, (s0, n, v0, gi, e, sv, w) in enumerate(zip(seg_s.tolist(), length, xva, xg, xent, sev,
+                                                         a.weight[segs].tolist())):
+        others = writable.get(j)
         if not others:
             continue
-        va0 = va_of(x)
-        gi = int(mm_idx[x])
-        detail = {
-            "writable_at": [
-                {"va_start": va_of(i), "va_end": va_of(i) + (e - s), "perm": texts[int(mm_idx[i])],
-                 "level": names[int(mm_idx[i])], "entry": int(mm.entry[i])}
-                for i in others[:8]
-            ],
-            "mappings": int(a.weight[j]),
-        }
-        _add(found, Finding("wx-alias", sev, CHECKS["wx-alias"][1], [view], va0, va0 + (e - s), s, e, names[gi],
-                            (e - s) // page, texts[gi], int(mm.entry[x]), detail=detail))
+        for o in others:
+            o["va_end"] = o["va_start"] + n
+        _add(found, Finding("wx-alias", sv, CHECKS["wx-alias"][1], [view], v0, v0 + n, s0, s0 + n, names[gi],
+                            n // page, texts[gi], e, detail={"writable_at": others, "mappings": int(w)}))

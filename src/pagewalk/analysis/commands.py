@@ -18,6 +18,9 @@ from typing import TextIO
 import numpy as np
 
 SCHEMA_VERSION = 1
+ALIAS_LIMIT = 1000  # ranges `aliases` lists by default (the summary counts every one)
+DIFF_LIMIT = 1000  # changed ranges `diff` lists by default (the verdict counts every one)
+CHECK_LIMIT = 1000  # findings `check` lists by default (the summary and the exit status count every one)
 VIEW_HELP = "kernel (default), current_kernel, current_user (x86 PTI: also kernel_user)"
 
 
@@ -35,6 +38,10 @@ def add_parsers(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
     a.add_argument("--wx", action="store_true", help="only the ranges writable at one VA and executable at another")
     a.add_argument("--max-members", type=int, default=None, metavar="N",
                    help="list at most N virtual mappings per range (text default 8; counts stay exact)")
+    a.add_argument("--limit", type=int, default=ALIAS_LIMIT, metavar="N",
+                   help=f"list at most N of the W/X ranges (default {ALIAS_LIMIT}); the summary by kind of "
+                   "mappings counts every aliased range")
+    a.add_argument("--all", action="store_true", help="list every aliased range (can be millions), not only W/X ones")
 
     d = sub.add_parser("diff", help="what changed between two images (or two views of one): added, removed, "
                        "changed, remapped, moved")
@@ -45,6 +52,16 @@ def add_parsers(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
     d.add_argument("--shift", action="append", default=[], metavar="VA_DELTA[:PA_DELTA][@START-END]",
                    help="compare A's VAs (in START-END) at + VA_DELTA in B (and PAs at + PA_DELTA); repeatable")
     d.add_argument("--ignore-pa", action="store_true", help="do not compare physical addresses (two boots)")
+    d.add_argument("--kallsyms-b", metavar="FILE", help="kallsyms of the second image (default: --kallsyms); with both, "
+                   "the KASLR moves of the direct map, vmalloc and vmemmap are known")
+    d.add_argument("--reg-b", action="append", metavar="NAME=VALUE",
+                   help="a register of the second image (default: --reg), e.g. cr3 of another raw dump")
+    d.add_argument("--no-auto-shift", action="store_true",
+                   help="do not apply the KASLR moves the images say (KERNELOFFSET, the layout's markers) when no "
+                   "--shift is given")
+    d.add_argument("--limit", type=int, default=DIFF_LIMIT, metavar="N",
+                   help=f"list at most N changed ranges (default {DIFF_LIMIT}); the verdict counts them all")
+    d.add_argument("--all", action="store_true", help="list every changed range (can be millions)")
     d.add_argument("--format", choices=("text", "json"), default="text")
 
     c = sub.add_parser("check", help="named security checks with severities; exit 1 when a finding reaches --fail-on")
@@ -52,12 +69,18 @@ def add_parsers(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
     c.add_argument("--view", action="append", default=None, help="views to check (repeatable; default: all)")
     c.add_argument("--fail-on", choices=("info", "low", "medium", "high"), default="medium",
                    help="lowest severity that makes the exit status 1 (default medium)")
+    c.add_argument("--limit", type=int, default=CHECK_LIMIT, metavar="N",
+                   help=f"list at most N findings, the most severe first (default {CHECK_LIMIT}); the summary and "
+                   "the exit status count them all")
+    c.add_argument("--all", action="store_true", help="list every finding")
     c.add_argument("--format", choices=("text", "json"), default="text")
 
-    m = sub.add_parser("map", help="one self-contained HTML file: the address space, zoomable, coloured by permissions")
+    m = sub.add_parser("map", help="the address space coloured by permissions: a self-contained, zoomable HTML file, "
+                       "or a PNG picture (-o FILE.png; needs matplotlib, the png extra)")
     common(m)
     m.add_argument("--view", default="kernel", help=VIEW_HELP)
-    m.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    m.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the file to write: FILE.png a picture, anything else the HTML map")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -118,17 +141,26 @@ def cmd_stats(args: argparse.Namespace, target, out: TextIO | None = None) -> in
 
 
 def cmd_aliases(args: argparse.Namespace, target, out: TextIO | None = None) -> int:
+    """The summary by kind of mappings, then the W/X ranges (every range with --all), at most --limit."""
     out = out or sys.stdout
 
     from .aliases import aliases
 
     limit = args.max_members if args.max_members is not None else (None if args.format == "json" else 8)
     res = aliases(target, args.view, max_members=limit)
-    segs = np.flatnonzero(res.arrays.wx) if args.wx else np.arange(len(res))
+    wx = res.arrays.wx
+    if not getattr(args, "all", False):
+        segs = np.flatnonzero(wx)[: max(getattr(args, "limit", ALIAS_LIMIT), 0)]
+    elif args.wx:
+        segs = np.flatnonzero(wx)
+    else:  # every range, in PA order
+        segs = np.arange(len(res))
+    listed = len(segs)
+    classes = res.classes()
     chunks = (res.build(segs[k : k + 4096]) for k in range(0, len(segs), 4096))  # objects a chunk at a time
     if args.format == "json":
         head = {**_head("aliases", target, args.view), "intervals": res.intervals, "aliased_bytes": res.aliased_bytes,
-                "count": len(res), "wx_count": res.wx_count}
+                "count": len(res), "wx_count": res.wx_count, "listed": listed, "classes": classes}
         out.write(json.dumps(head)[:-1] + ', "aliases": [')
         first = True
         for chunk in chunks:
@@ -138,6 +170,14 @@ def cmd_aliases(args: argparse.Namespace, target, out: TextIO | None = None) -> 
         out.write("\n]}\n")
         return 0
     w = out.write
+    w(f"{len(res)} aliased ranges ({_size(res.aliased_bytes)}), {res.wx_count} writable at one VA and "
+      f"executable at another; {res.intervals} intervals swept\n")
+    if classes:
+        w(f"{'ranges':>9} {'bytes':>8} {'W/X':>7}  mappings\n")
+        for c in classes[:50]:
+            w(f"{c['count']:9} {_size(c['bytes']):>8} {c['wx']:7}  {' + '.join(c['mappings'])}  (e.g. PA {c['example']:#x})\n")
+        if len(classes) > 50:
+            w(f"  ... {len(classes) - 50} more kinds\n")
     for chunk in chunks:
         for g in chunk:
             flag = "  W/X" + (" (kernel-executable)" if g.kernel_wx else " (user double mapping)") if g.wx else ""
@@ -148,8 +188,11 @@ def cmd_aliases(args: argparse.Namespace, target, out: TextIO | None = None) -> 
             shown = sum(mb.count for mb in g.members)
             if shown < g.mappings:
                 w(f"    ... {g.mappings - shown} more\n")
-    w(f"{len(res)} aliased ranges ({_size(res.aliased_bytes)}), {res.wx_count} writable at one VA and "
-      f"executable at another; {res.intervals} intervals swept\n")
+    if not getattr(args, "all", False):
+        if res.wx_count > listed:
+            w(f"... {res.wx_count - listed} more W/X ranges (--limit N)\n")
+        if not args.wx and len(res) > res.wx_count:
+            w(f"({len(res) - res.wx_count} ranges that are not W/X are in the summary above; --all lists them)\n")
     return 0
 
 
@@ -160,35 +203,54 @@ def cmd_diff(args: argparse.Namespace, target_a, target_b=None, out: TextIO | No
 
     shifts = [Shift.parse(s) for s in args.shift]
     res = diff(target_a, target_b, view_a=args.view, view_b=args.view_b, shifts=shifts,
-               pa="ignore" if args.ignore_pa else "exact")
-    status = 1 if res.changes else 0
+               pa="ignore" if args.ignore_pa else "exact", auto_shift=not getattr(args, "no_auto_shift", False))
+    status = 1 if len(res) else 0
+    n_list = len(res) if getattr(args, "all", False) else min(len(res), max(getattr(args, "limit", DIFF_LIMIT), 0))
+    chunks = (res.build(np.arange(k, min(k + 4096, n_list))) for k in range(0, n_list, 4096))
     if args.format == "json":
         doc = {
             "schema": "pagewalk.diff", "version": SCHEMA_VERSION,
             "a": {"image": args.image, "view": args.view, "mode": target_a.mode_for(args.view).name},
             "b": {"image": args.image_b or args.image, "view": args.view_b or args.view,
                   "mode": (target_b or target_a).mode_for(args.view_b or args.view).name},
-            "shifts": [s.__dict__ for s in shifts], "pa": res.pa, "verdict": res.verdict, "counts": res.counts,
+            "shifts": [s.__dict__ for s in shifts], "regions": [{"name": n, **sh.__dict__} for n, sh in res.regions],
+            "region_verdicts": res.region_verdicts(), "pa": res.pa, "verdict": res.verdict, "counts": res.counts,
             "same_bytes": res.same_bytes, "moves": [{"va_delta": d, "bytes": n} for d, n in res.moves.items()],
-            "changes": [c.as_dict() for c in res.changes],
+            "listed": n_list,
         }
-        _json(doc, out)
+        out.write(json.dumps(doc, indent=1)[:-2] + ',\n "changes": [')
+        first = True
+        for chunk in chunks:
+            for c in chunk:
+                out.write(("\n  " if first else ",\n  ") + json.dumps(c.as_dict()))
+                first = False
+        out.write("\n ]\n}\n")
         return status
     w = out.write
     w(res.verdict + "\n")
-    for c in res.changes:
-        left = f"{c.va_start:#018x}-{c.va_end % (1 << 64):#018x} {_size(c.size):>6}"
-        a = f"{c.perm_a} {c.level_a} pa {c.pa_a:#x}" if c.perm_a is not None else ""
-        b = f"{c.perm_b} {c.level_b} pa {c.pa_b:#x}" if c.perm_b is not None else ""
-        if c.kind == "moved":
-            w(f"moved    {left}  -> {c.va_b:#018x}  {a}  ->  {b}\n")
-        elif c.kind == "removed":
-            w(f"removed  {left}  {a}\n")
-        elif c.kind == "added":
-            w(f"added    {left}  {b}\n")
-        else:
-            at_b = f" (B at {c.va_b:#x})" if c.va_b is not None else ""
-            w(f"{c.kind:8} {left}{at_b}  {a}  ->  {b}\n")
+    for name, sh in res.regions:
+        pa = f" PA {sh.pa_delta % (1 << 64):#x}" if sh.pa_delta else ""
+        w(f"shift    {sh.va_start:#018x}-{sh.va_end % (1 << 64):#018x} {name}: VA {sh.va_delta % (1 << 64):#x}{pa}"
+          " (detected: --shift VA[:PA]@START-END overrides, --no-auto-shift disables)\n")
+    lines = []
+    for chunk in chunks:
+        lines.clear()
+        for c in chunk:
+            left = f"{c.va_start:#018x}-{c.va_end % (1 << 64):#018x} {_size(c.size):>6}"
+            a = f"{c.perm_a} {c.level_a} pa {c.pa_a:#x}" if c.perm_a is not None else ""
+            b = f"{c.perm_b} {c.level_b} pa {c.pa_b:#x}" if c.perm_b is not None else ""
+            if c.kind == "moved":
+                lines.append(f"moved    {left}  -> {c.va_b:#018x}  {a}  ->  {b}\n")
+            elif c.kind == "removed":
+                lines.append(f"removed  {left}  {a}\n")
+            elif c.kind == "added":
+                lines.append(f"added    {left}  {b}\n")
+            else:
+                at_b = f" (B at {c.va_b:#x})" if c.va_b is not None else ""
+                lines.append(f"{c.kind:8} {left}{at_b}  {a}  ->  {b}\n")
+        w("".join(lines))
+    if n_list < len(res):
+        w(f"... {len(res) - n_list} more changed ranges (--limit N, --all)\n")
     return status
 
 
@@ -207,14 +269,17 @@ def cmd_check(args: argparse.Namespace, target, kallsyms: dict[str, int] | None 
                 pass
     res = check(target, views=args.view, symbols=symbols)
     status = res.exit_status(args.fail_on)
+    n_list = len(res.findings) if getattr(args, "all", False) else max(getattr(args, "limit", CHECK_LIMIT), 0)
+    listed = res.findings[:n_list]
     if args.format == "json":
         doc = {**_head("check", target), "views": res.views, "fail_on": args.fail_on, "exit_status": status,
                "checks": {k: {"severity": v[0], "description": v[1]} for k, v in CHECKS.items()},
-               "notes": res.notes, "counts": res.counts(), "findings": [f.as_dict() for f in res.findings]}
+               "notes": res.notes, "counts": res.counts(), "listed": len(listed),
+               "findings": [f.as_dict() for f in listed]}
         _json(doc, out)
         return status
     w = out.write
-    for f in res.findings:
+    for f in listed:
         pa = f"  pa {f.pa_start:#x}-{f.pa_end:#x}" if f.pa_start is not None else ""
         w(f"{f.severity.upper():6} {f.check}: {f.message}\n")
         w(f"       {','.join(f.views)}  {f.va_start:#018x}-{f.va_end % (1 << 64):#018x} ({f.pages} pages){pa}  "
@@ -229,6 +294,8 @@ def cmd_check(args: argparse.Namespace, target, kallsyms: dict[str, int] | None 
         for st in f.trace:
             e = "not in image" if st["entry"] is None else f"{st['entry']:#018x}"
             w(f"         {st['level']}[{st['index']}] @ {st['table_pa'] + 8 * st['index']:#x} = {e} -> {st['kind']}\n")
+    if len(listed) < len(res.findings):
+        w(f"... {len(res.findings) - len(listed)} more findings (--limit N, --all)\n")
     for n in res.notes:
         w(f"note: {n}\n")
     counts = res.counts()
@@ -238,7 +305,15 @@ def cmd_check(args: argparse.Namespace, target, kallsyms: dict[str, int] | None 
 
 
 def cmd_map(args: argparse.Namespace, target, out: TextIO | None = None) -> int:
+    """FILE.png: a picture (matplotlib, the `png` extra); anything else: the HTML map."""
     out = out or sys.stdout
+    if args.output.lower().endswith(".png"):
+        from .pngmap import write_png
+
+        info = write_png(target, args.output, view=args.view)
+        print(f"pagewalk: wrote {args.output}: {info.ranges} ranges, {len(info.rows)} regions, "
+              f"{info.width}x{info.height}", file=sys.stderr)
+        return 0
     from .htmlmap import write_map
 
     n = write_map(target, args.output, view=args.view)
@@ -255,7 +330,10 @@ def run(args: argparse.Namespace, make_target: Callable) -> int:
         ta, _ = make_target(args)
         tb = None
         if args.image_b:
-            tb, _ = make_target(argparse.Namespace(**{**vars(args), "image": args.image_b}))
+            ks_b = args.kallsyms_b if args.kallsyms_b else args.kallsyms
+            regs_b = args.reg_b if args.reg_b else args.reg
+            tb, _ = make_target(argparse.Namespace(**{**vars(args), "image": args.image_b, "kallsyms": ks_b,
+                                                      "reg": regs_b}))
         return cmd_diff(args, ta, tb)
     target, kallsyms = make_target(args)
     if args.cmd == "check":

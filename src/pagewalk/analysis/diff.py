@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UsageError
-from .mappings import Mappings, arch_bits, mappings, perm_strings
+from .mappings import Mappings, Perms, arch_bits, mappings, perm_strings
 
 U64 = np.uint64
 TOP = 1 << 64
@@ -96,33 +96,147 @@ class Change:
         return d
 
 
+MOVED = 6  # kind code of a moved range (after KINDS)
+
+
+@dataclass
+class ChangeArrays:
+    """The changes as columns (one row per coalesced range), sorted by (va_start, kind); Change
+    objects are built from them on demand, so millions of changes cost arrays, not objects."""
+
+    kind: np.ndarray  # int8: index into KINDS, or MOVED
+    va_start: np.ndarray  # uint64, A's VA (B's for added)
+    va_end: np.ndarray  # uint64 (0: the end of the address space)
+    has_a: np.ndarray  # bool
+    has_b: np.ndarray
+    ia: np.ndarray  # int64 index into A's mapped intervals
+    ib: np.ndarray
+    pa_a: np.ndarray  # uint64
+    pa_b: np.ndarray
+    va_b: np.ndarray  # uint64: moved, or shifted with a B side: where the range is in B
+    has_vb: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @classmethod
+    def empty(cls) -> ChangeArrays:
+        z, zb, zi = np.zeros(0, U64), np.zeros(0, bool), np.zeros(0, np.int64)
+        return cls(np.zeros(0, np.int8), z, z, zb, zb, zi, zi, z, z, z, zb)
+
+    def take(self, idx) -> ChangeArrays:
+        return ChangeArrays(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+    @classmethod
+    def concat(cls, parts: list[ChangeArrays]) -> ChangeArrays:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+
+
 @dataclass
 class DiffResult:
     view_a: str | None
     view_b: str | None
     shifts: list[Shift]
     pa: str
-    changes: list[Change]
+    arrays: ChangeArrays
     same_bytes: int
     moves: dict[int, int] = field(default_factory=dict)  # VA delta (mod 2^64) -> bytes moved by it
+    regions: list[tuple[str, Shift]] = field(default_factory=list)  # named shifts (automatic ones), A's VAs
+    a: Mappings | None = field(default=None, repr=False)  # the mapped intervals of each side
+    b: Mappings | None = field(default=None, repr=False)
+    _changes: list[Change] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    @property
+    def changes(self) -> list[Change]:
+        """Every change as an object (built once; see `build()` for a part of them)."""
+        if self._changes is None:
+            self._changes = self.build(np.arange(len(self.arrays)))
+        return self._changes
+
+    def build(self, idx: np.ndarray) -> list[Change]:
+        """Change objects of the rows `idx`."""
+        c = self.arrays.take(np.asarray(idx, np.int64))
+        if not len(c):
+            return []
+        ta = _texts(self.a, c.ia, c.has_a)
+        tb = _texts(self.b, c.ib, c.has_b)
+        la = _levels(self.a, c.ia, c.has_a)
+        lb = _levels(self.b, c.ib, c.has_b)
+        ea = self.a.entry[np.where(c.has_a, c.ia, 0)].tolist() if len(self.a) else [0] * len(c)
+        eb = self.b.entry[np.where(c.has_b, c.ib, 0)].tolist() if len(self.b) else [0] * len(c)
+        names = (*KINDS, "moved")
+        out = []
+        for k, vs, ve, ha, hb, pa_, pb_, vb, hv, t_a, t_b, l_a, l_b, e_a, e_b in zip(
+                c.kind.tolist(), c.va_start.tolist(), c.va_end.tolist(), c.has_a.tolist(), c.has_b.tolist(),
+                c.pa_a.tolist(), c.pa_b.tolist(), c.va_b.tolist(), c.has_vb.tolist(), ta, tb, la, lb, ea, eb):
+            out.append(Change(names[k], vs, ve or TOP, pa_a=pa_ if ha else None, pa_b=pb_ if hb else None,
+                              perm_a=t_a, perm_b=t_b, level_a=l_a, level_b=l_b,
+                              entry_a=e_a if ha else None, entry_b=e_b if hb else None, va_b=vb if hv else None))
+        return out
 
     def of(self, kind: str) -> list[Change]:
-        return [c for c in self.changes if c.kind == kind]
+        code = (*KINDS, "moved").index(kind)
+        return self.build(np.flatnonzero(self.arrays.kind == code))
 
     @property
     def counts(self) -> dict[str, int]:
-        out = {k: 0 for k in ("removed", "added", "changed", "remapped", "changed+remapped", "moved")}
-        for c in self.changes:
-            out[c.kind] += 1
-        return out
+        n = np.bincount(self.arrays.kind.astype(np.int64), minlength=MOVED + 1)
+        return {k: int(n[(*KINDS, "moved").index(k)]) for k in ("removed", "added", "changed", "remapped",
+                                                                 "changed+remapped", "moved")}
 
     @property
     def identical(self) -> bool:
-        return not self.changes and not any(s.va_delta for s in self.shifts)
+        return not len(self.arrays) and not any(s.va_delta for s in self.shifts)
+
+    def _region_mask(self, sh: Shift) -> np.ndarray:
+        c = self.arrays
+        with np.errstate(over="ignore"):
+            va = np.where(c.kind == ADDED, c.va_start - U64(sh.va_delta % TOP), c.va_start)
+        return (va >= U64(sh.va_start)) & (va < U64(min(sh.va_end, TOP - 1))) if sh.va_end < TOP else va >= U64(sh.va_start)
+
+    def in_region(self, sh: Shift) -> list[Change]:
+        """The changes in the region `sh` moves (A's VAs; an added range where A's would be)."""
+        return self.build(np.flatnonzero(self._region_mask(sh)))
+
+    def region_verdicts(self) -> list[str]:
+        """One sentence per named region: moved by its shift, and what else changed in it."""
+        out = []
+        names = (*KINDS, "moved")
+        c = self.arrays
+        with np.errstate(over="ignore"):
+            size = (c.va_end - c.va_start).astype(np.float64)
+        for name, sh in self.regions:
+            mask = self._region_mask(sh)
+            pa = f", PA by {_signed_hex(sh.pa_delta)}" if sh.pa_delta else ""
+            head = f"{name} {sh.va_start:#x}-{sh.va_end % TOP:#x} moved by {_signed_hex(sh.va_delta)}{pa}"
+            if not mask.any():
+                out.append(head + ", nothing else changed")
+                continue
+            k = c.kind[mask].astype(np.int64)
+            n = np.bincount(k, minlength=MOVED + 1)
+            b = np.bincount(k, weights=size[mask], minlength=MOVED + 1)
+            out.append(head + "; in it " + ", ".join(f"{int(n[j])} {names[j]} ({_bytes(int(b[j]))})"
+                                                    for j in range(MOVED + 1) if n[j]))
+        return out
 
     @property
     def verdict(self) -> str:
-        """One sentence: identical, everything moved by X, or what changed."""
+        """One sentence: identical, everything moved by X, or what changed; with named regions
+        (the automatic KASLR shifts), each region's sentence first, then the rest."""
+        if self.regions:
+            inside = np.zeros(len(self.arrays), bool)
+            for _, sh in self.regions:
+                inside |= self._region_mask(sh)
+            deltas = {sh.va_delta % TOP for _, sh in self.regions}
+            rest = DiffResult(self.view_a, self.view_b, [], self.pa, self.arrays.take(np.flatnonzero(~inside)),
+                              self.same_bytes, {d: n for d, n in self.moves.items() if d not in deltas})
+            return "; ".join(self.region_verdicts()) + "; elsewhere: " + rest._plain_verdict()
+        return self._plain_verdict()
+
+    def _plain_verdict(self) -> str:
         c = self.counts
         other = sum(v for k, v in c.items() if k != "moved")
         moves = sorted(self.moves.items(), key=lambda kv: -kv[1])
@@ -152,35 +266,47 @@ def _bytes(n: int) -> str:
 
 @dataclass
 class _Side:
-    """Flattened intervals of one side for the comparison (ends clipped below 2^64)."""
+    """Flattened intervals of one side for the comparison (ends clipped below 2^64). `iv` and
+    `delta` are None while the side is the Mappings itself (no shift cut it): identity, zero."""
 
     va: np.ndarray
     end: np.ndarray
     pa: np.ndarray
-    span: np.ndarray
+    level: np.ndarray  # int8: the span of a repeat interval's entries, through `spans`
     repeat: np.ndarray
-    code: np.ndarray  # rights
+    code: np.ndarray  # rights (uint8)
     mt: np.ndarray  # memory type bits
-    iv: np.ndarray  # index of the source interval
-    delta: np.ndarray  # VA shift applied to the piece (mod 2^64)
+    iv: np.ndarray | None  # index of the source interval
+    delta: np.ndarray | None  # VA shift applied to the piece (mod 2^64)
     src: Mappings
+    spans: np.ndarray = field(default_factory=lambda: np.zeros(0, U64))
 
     @classmethod
     def of(cls, m: Mappings) -> _Side:
         mm = m
-        end = mm.va_end.copy()
+        end = mm.va_end
         end[(end == 0) & (mm.size > 0)] = U64(TOP - 1)  # the last page of the space loses its last byte
         mt = mm.entry & U64(arch_bits(mm.mode).memtype_mask)
-        return cls(mm.va_start.copy(), end, mm.pa_start.copy(), mm.span, mm.repeat.copy(), mm.perms.code(), mt,
-                   np.arange(len(mm), dtype=np.int64), np.zeros(len(mm), U64), mm)
+        spans = np.array([lvl.entry_span for lvl in mm.mode.levels], U64)
+        return cls(mm.va_start, end, mm.pa_start, mm.level, mm.repeat, mm.perms.code().astype(np.uint8), mt,
+                   None, None, mm, spans)
+
+    def iv_at(self, idx: np.ndarray) -> np.ndarray:
+        return np.asarray(idx, np.int64) if self.iv is None else self.iv[idx]
+
+    def delta_at(self, idx: np.ndarray) -> np.ndarray:
+        return np.zeros(len(idx), U64) if self.delta is None else self.delta[idx]
 
     def take(self, idx: np.ndarray) -> _Side:
-        return _Side(self.va[idx], self.end[idx], self.pa[idx], self.span[idx], self.repeat[idx], self.code[idx],
-                     self.mt[idx], self.iv[idx], self.delta[idx], self.src)
+        return _Side(self.va[idx], self.end[idx], self.pa[idx], self.level[idx], self.repeat[idx], self.code[idx],
+                     self.mt[idx], self.iv_at(idx), self.delta_at(idx), self.src, self.spans)
 
     def pa_at(self, idx: np.ndarray, va: np.ndarray) -> np.ndarray:
         d = va - self.va[idx]
-        return self.pa[idx] + np.where(self.repeat[idx], d % self.span[idx], d)
+        rep = self.repeat[idx]
+        if rep.any():
+            d = np.where(rep, d % self.spans[self.level[idx].astype(np.intp)], d)
+        return self.pa[idx] + d
 
     def lookup(self, va: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(self.va) == 0:
@@ -224,7 +350,7 @@ def _apply_shifts(side: _Side, shifts: list[Shift]) -> _Side:
             p.pa = pa + U64(r.pa_delta % TOP)
         p.delta = np.full(len(sel), r.va_delta % TOP, U64)
         pieces.append(p)
-    out = _Side(*(np.concatenate([getattr(p, n) for p in pieces]) for n in ("va", "end", "pa", "span", "repeat", "code", "mt", "iv", "delta")), side.src)
+    out = _Side(*(np.concatenate([getattr(p, n) for p in pieces]) for n in ("va", "end", "pa", "level", "repeat", "code", "mt", "iv", "delta")), side.src, side.spans)
     order = np.argsort(out.va, kind="stable")
     out = out.take(order)
     if len(out.va) > 1 and np.any(out.end[:-1] > out.va[1:]):
@@ -232,20 +358,13 @@ def _apply_shifts(side: _Side, shifts: list[Shift]) -> _Side:
     return out
 
 
-def compare(a: Mappings, b: Mappings, *, shifts: list[Shift] | None = None, pa: str = "exact") -> DiffResult:
-    """Diff two interval sets (only their MAPPED intervals count); see the module docstring.
+SEGMENT_CHUNK = 1 << 22  # segments compared per numpy batch
 
-    >>> compare(mappings(t, "kernel"), mappings(t, "current_kernel")).verdict  # doctest: +SKIP
-    """
-    if pa not in ("exact", "ignore"):
-        raise UsageError(f"pa must be 'exact' or 'ignore', not {pa!r}")
-    shifts = list(shifts or [])
-    am, bm = a.mapped(), b.mapped()
-    A = _apply_shifts(_Side.of(am), shifts)
-    B = _Side.of(bm)
-    bounds = _unique(np.concatenate([A.va, A.end, B.va, B.end]))
-    if len(bounds) < 2:
-        return DiffResult(a.view, b.view, shifts, pa, [], 0)
+
+def _segments(A: _Side, B: _Side, bounds: np.ndarray, pa: str, moves: dict[int, int]):
+    """Kinds of the segments between `bounds` (sorted), coalesced; only the rows that are not
+    SAME come back (kind, start, end, A's and B's interval, has A, has B, PA on each side), with
+    the bytes unchanged in place; bytes the shifts moved are added to `moves`."""
     s, e = bounds[:-1], bounds[1:]
     ia, ha = A.lookup(s)
     ib, hb = B.lookup(s)
@@ -262,13 +381,14 @@ def compare(a: Mappings, b: Mappings, *, shifts: list[Shift] | None = None, pa: 
     kind[rights & ~moved_pa] = CHANGED
     kind[moved_pa & ~rights] = REMAPPED
     kind[rights & moved_pa] = BOTH
+    del both, rights, moved_pa
     length = e - s
     is_same = kind == SAME
-    seg_delta = np.where(ha, A.delta[ia], U64(0))
+    seg_delta = np.where(ha, A.delta_at(ia), U64(0))
     same_bytes = int(length[is_same & (seg_delta == 0)].sum(dtype=U64))
-    moves: dict[int, int] = {}
     for d in np.unique(seg_delta[is_same & (seg_delta != 0)]).tolist():
-        moves[int(d)] = int(length[is_same & (seg_delta == U64(d))].sum(dtype=U64))
+        moves[int(d)] = moves.get(int(d), 0) + int(length[is_same & (seg_delta == U64(d))].sum(dtype=U64))
+    del seg_delta
     # coalesce neighbours of one kind with the same rights on each side and continuous PAs
     n = len(s)
     brk = np.ones(n, bool)
@@ -287,10 +407,39 @@ def compare(a: Mappings, b: Mappings, *, shifts: list[Shift] | None = None, pa: 
         )
     first = np.flatnonzero(brk)
     last = np.append(first[1:], n) - 1
-    rk = kind[first]
-    r_s, r_e = s[first], e[last]
-    r_ia, r_ib, r_ha, r_hb = ia[first], ib[first], ha[first], hb[first]
-    r_pa_a, r_pa_b = pa_a[first], pa_b[first]
+    ns = kind[first] != SAME
+    first, last = first[ns], last[ns]
+    return (kind[first], s[first], e[last], ia[first], ib[first], ha[first], hb[first], pa_a[first],
+            pa_b[first]), same_bytes
+
+
+def compare(a: Mappings, b: Mappings, *, shifts: list[Shift] | None = None, pa: str = "exact",
+            regions: list[tuple[str, Shift]] | None = None) -> DiffResult:
+    """Diff two interval sets (only their MAPPED intervals count); see the module docstring.
+
+    >>> compare(mappings(t, "kernel"), mappings(t, "current_kernel")).verdict  # doctest: +SKIP
+    """
+    if pa not in ("exact", "ignore"):
+        raise UsageError(f"pa must be 'exact' or 'ignore', not {pa!r}")
+    shifts = list(shifts or []) + [sh for _, sh in regions or []]
+    am, bm = a.mapped(), b.mapped()
+    A = _apply_shifts(_Side.of(am), shifts)
+    B = _Side.of(bm)
+    bounds = _unique(np.concatenate([A.va, A.end, B.va, B.end]))
+    if len(bounds) < 2:
+        return DiffResult(a.view, b.view, shifts, pa, ChangeArrays.empty(), 0, regions=list(regions or []), a=am, b=bm)
+    # the segments between consecutive bounds, a chunk at a time (bounded temporaries); rows of
+    # one kind coalesce within a chunk, so a range can be cut where two chunks meet (every
+    # SEGMENT_CHUNK segments: never in an image of fewer ranges)
+    same_bytes = 0
+    moves: dict[int, int] = {}
+    rows = []
+    for c0 in range(0, len(bounds) - 1, SEGMENT_CHUNK):
+        r, sb = _segments(A, B, bounds[c0 : c0 + SEGMENT_CHUNK + 1], pa, moves)
+        same_bytes += sb
+        rows.append(r)
+    rk, r_s, r_e, r_ia, r_ib, r_ha, r_hb, r_pa_a, r_pa_b = (np.concatenate(x) for x in zip(*rows))
+    del rows
     # moves: pair removed with added ranges
     rem = np.flatnonzero(rk == REMOVED)
     add = np.flatnonzero(rk == ADDED)
@@ -306,38 +455,26 @@ def compare(a: Mappings, b: Mappings, *, shifts: list[Shift] | None = None, pa: 
     drop[rem[moved_rem]] = True
     drop[add[moved_add]] = True
 
-    ta = perm_strings(am.perms) if len(am) else []
-    tb = perm_strings(bm.perms) if len(bm) else []
-    la, lb = am.level_names(), bm.level_names()
-    sel = np.flatnonzero((rk != SAME) & ~drop)
+    # the rows are not SAME (_segments dropped those); without moves they are the changes as they are
+    sel = np.flatnonzero(~drop) if drop.any() else slice(None)
     has_a, has_b = r_ha[sel], r_hb[sel]
-    i_a = A.iv[r_ia[sel]]
-    i_b = B.iv[r_ib[sel]]
-    d_a = np.where(has_a, A.delta[r_ia[sel]], U64(0))
-    with np.errstate(over="ignore"):
-        va_s = r_s[sel] - d_a
-        va_e = r_e[sel] - d_a
-    cols = zip(
-        rk[sel].tolist(), va_s.tolist(), va_e.tolist(), has_a.tolist(), has_b.tolist(), i_a.tolist(), i_b.tolist(),
-        r_pa_a[sel].tolist(), r_pa_b[sel].tolist(), (d_a != 0).tolist(), r_s[sel].tolist(),
-    )
-    ea, eb = am.entry.tolist(), bm.entry.tolist()
-    changes: list[Change] = []
-    for k, vs_, ve_, ha_, hb_, ia_, ib_, pa_, pb_, shifted, vb_ in cols:
-        changes.append(Change(
-            KINDS[k], vs_, ve_ or TOP,
-            pa_a=pa_ if ha_ else None, pa_b=pb_ if hb_ else None,
-            perm_a=ta[ia_] if ha_ else None, perm_b=tb[ib_] if hb_ else None,
-            level_a=la[ia_] if ha_ else None, level_b=lb[ib_] if hb_ else None,
-            entry_a=ea[ia_] if ha_ else None, entry_b=eb[ib_] if hb_ else None,
-            va_b=vb_ if (shifted and hb_) else None,
-        ))
+    if A.delta is None:  # nothing shifted: A's VAs are the segments'
+        va_s, va_e, shifted = r_s[sel], r_e[sel], np.zeros(len(has_a), bool)
+    else:
+        d_a = np.where(has_a, A.delta_at(r_ia[sel]), U64(0))
+        with np.errstate(over="ignore"):
+            va_s = r_s[sel] - d_a
+            va_e = r_e[sel] - d_a
+        shifted = (d_a != 0) & has_b
+    plain = ChangeArrays(rk[sel], va_s, va_e, has_a, has_b, A.iv_at(r_ia[sel]), B.iv_at(r_ib[sel]),
+                         r_pa_a[sel], r_pa_b[sel], r_s[sel], shifted)
+    parts = [plain]
     # moved ranges, coalesced by offset and continuity on both sides; VAs are A's own
     pr, pd = pairs
     if len(pr):
         js, jd = rem[pr], add[pd]
         with np.errstate(over="ignore"):
-            orig = r_s[js] - A.delta[r_ia[js]]
+            orig = r_s[js] - A.delta_at(r_ia[js])
             o = np.argsort(orig, kind="stable")
             js, jd, orig = js[o], jd[o], orig[o]
             size = r_e[js] - r_s[js]
@@ -347,27 +484,51 @@ def compare(a: Mappings, b: Mappings, *, shifts: list[Shift] | None = None, pa: 
         m_first[1:] = ~((delta[1:] == delta[:-1]) & (orig[1:] == orig[:-1] + size[:-1]))
         mf = np.flatnonzero(m_first)
         ml = np.append(mf[1:], len(js)) - 1
-        for f, l_ in zip(mf.tolist(), ml.tolist()):
-            j_a, j_b = int(js[f]), int(jd[f])
-            i_a, i_b = int(A.iv[r_ia[j_a]]), int(B.iv[r_ib[j_b]])
-            d = int(delta[f])
-            start = int(orig[f])
-            nbytes = int(orig[l_]) + int(size[l_]) - start
-            if d == 0:  # a shift said it moved, it did not: in place after all
-                same_bytes += nbytes
-                continue
-            moves[d] = moves.get(d, 0) + nbytes
-            changes.append(Change(
-                "moved", start, start + nbytes, pa_a=int(r_pa_a[j_a]), pa_b=int(r_pa_b[j_b]),
-                perm_a=ta[i_a], perm_b=tb[i_b], level_a=la[i_a], level_b=lb[i_b],
-                entry_a=int(am.entry[i_a]), entry_b=int(bm.entry[i_b]), va_b=int(vb[f]),
-            ))
-    changes.sort(key=lambda c: (c.va_start, c.kind))
-    return DiffResult(a.view, b.view, shifts, pa, changes, same_bytes, moves)
+        with np.errstate(over="ignore"):
+            nbytes = orig[ml] + size[ml] - orig[mf]
+        d = delta[mf]
+        in_place = d == 0  # a shift said it moved, it did not: in place after all
+        same_bytes += int(nbytes[in_place].sum(dtype=U64))
+        keep = ~in_place
+        for dd in np.unique(d[keep]).tolist():
+            moves[int(dd)] = moves.get(int(dd), 0) + int(nbytes[keep & (d == U64(dd))].sum(dtype=U64))
+        mf, d, nb = mf[keep], d[keep], nbytes[keep]
+        ja, jb = js[mf], jd[mf]
+        n = len(mf)
+        with np.errstate(over="ignore"):
+            parts.append(ChangeArrays(np.full(n, MOVED, np.int8), orig[mf], orig[mf] + nb, np.ones(n, bool),
+                                      np.ones(n, bool), A.iv_at(r_ia[ja]), B.iv_at(r_ib[jb]), r_pa_a[ja], r_pa_b[jb],
+                                      vb[mf], np.ones(n, bool)))
+    if shifts:  # A's own VAs are not in the shifted order: sort
+        allc = ChangeArrays.concat(parts)
+        allc = allc.take(np.lexsort((allc.kind, allc.va_start)))
+    elif len(parts) == 1:
+        allc = plain  # the segments' rows are in VA order already
+    else:  # insert the moved rows (few, in VA order) after the rows at the same VA
+        at = np.searchsorted(plain.va_start, parts[1].va_start, side="right")
+        order = np.insert(np.arange(len(plain), dtype=np.int64), at, len(plain) + np.arange(len(parts[1])))
+        allc = ChangeArrays.concat(parts).take(order)
+    return DiffResult(a.view, b.view, shifts, pa, allc, same_bytes, moves, list(regions or []), am, bm)
+
+
+def _texts(m: Mappings | None, idx: np.ndarray, has: np.ndarray) -> list[str | None]:
+    if m is None or not len(m):
+        return [None] * len(idx)
+    i = np.where(has, idx, 0)
+    t = perm_strings(Perms(**{k: v[i] for k, v in m.perms.__dict__.items()}))
+    return [x if h else None for x, h in zip(t, has.tolist())]
+
+
+def _levels(m: Mappings | None, idx: np.ndarray, has: np.ndarray) -> list[str | None]:
+    if m is None or not len(m):
+        return [None] * len(idx)
+    names = [lvl.name for lvl in m.mode.levels]
+    return [names[lv] if h else None for lv, h in zip(m.level[np.where(has, idx, 0)].tolist(), has.tolist())]
 
 
 def _unique(a: np.ndarray) -> np.ndarray:
-    a = np.sort(a)
+    """Sorted unique values; `a` (a temporary) is sorted in place."""
+    a.sort()
     keep = np.ones(len(a), bool)
     keep[1:] = a[1:] != a[:-1]
     return a[keep]
@@ -437,14 +598,96 @@ def _pair_moves(va_r, size_r, code_r, mt_r, pa_r, va_d, size_d, code_d, mt_d, pa
     return np.concatenate(pr).astype(np.int64), np.concatenate(pd).astype(np.int64)
 
 
+def kaslr_shifts(target_a, target_b, a: Mappings, b: Mappings) -> list[tuple[str, Shift]]:
+    """The moves KASLR makes between two boots of one kernel, from what both images say:
+
+    * the kernel image: VMCOREINFO's KERNELOFFSET (written by the kernel on every architecture
+      that randomises its image) gives the VA move; the region is A's block of VA-contiguous
+      mappings around `SYMBOL(_stext)`; the PA move is read off both translations of _stext;
+    * the regions between the layout's ptdump markers (direct map, vmalloc, vmemmap, ...) whose
+      marker moved: VA moved by the marker's difference, PAs compared as they are.
+
+    Regions are named by the kernel's marker names ("kernel image" for the first). Empty when
+    the images do not say (no VMCOREINFO, no layout) or nothing moved.
+    """
+    out: list[tuple[str, Shift]] = []
+    vi_a = getattr(getattr(target_a.mem, "cpu", None), "vmcoreinfo", None) or {}
+    vi_b = getattr(getattr(target_b.mem, "cpu", None), "vmcoreinfo", None) or {}
+    image: Shift | None = None
+    try:
+        off_a, off_b = int(vi_a["KERNELOFFSET"], 16), int(vi_b["KERNELOFFSET"], 16)
+        stext = int(vi_a["SYMBOL(_stext)"], 16)
+    except (KeyError, ValueError):
+        off_a = off_b = stext = 0
+    am, bm = a.mapped(), b.mapped()
+    if off_a != off_b and len(am):
+        d = (off_b - off_a) % TOP
+        i, hit = am.lookup(np.array([stext], U64))
+        if hit[0]:
+            k = int(i[0])
+            brk = np.flatnonzero(am.va_start[1:] != am.va_end[:-1])  # block boundaries: k in (brk[j], brk[j+1]]
+            j = int(np.searchsorted(brk, k))
+            lo = int(brk[j - 1]) + 1 if j > 0 else 0
+            hi = int(brk[j]) if j < len(brk) else len(am) - 1
+            start, end = int(am.va_start[lo]), int(am.va_start[hi]) + int(am.size[hi])
+            pa_a = int(am.pa_of(i, np.array([stext], U64))[0])
+            ib, hb = bm.lookup(np.array([(stext + d) % TOP], U64))
+            pa_d = (int(bm.pa_of(ib, np.array([(stext + d) % TOP], U64))[0]) - pa_a) % TOP if hb[0] else 0
+            image = Shift(d, pa_d, start, min(end, TOP))
+            out.append(("kernel image", image))
+    ma, mb = _markers(target_a), _markers(target_b)
+    names_b: dict[str, int] = {}
+    for k, (va, name) in enumerate(mb):
+        names_b.setdefault(name, k)
+    for k, (va, name) in enumerate(ma):
+        kb = names_b.get(name)
+        if kb is None or mb[kb][0] == va:
+            continue
+        vb = mb[kb][0]
+        # the region ends at the next marker of A, and where B's next marker comes first
+        size = min((ma[k + 1][0] if k + 1 < len(ma) else TOP) - va, (mb[kb + 1][0] if kb + 1 < len(mb) else TOP) - vb)
+        if size <= 0:
+            continue
+        sh = Shift((vb - va) % TOP, 0, va, va + size)
+        if image is not None and sh.va_start < image.va_end and image.va_start < sh.va_end:
+            continue  # the kernel image's own move wins where they meet
+        if any(sh.va_start < o.va_end and o.va_start < sh.va_end for _, o in out):
+            continue
+        out.append((name, sh))
+    return sorted(out, key=lambda x: x[1].va_start)
+
+
+def _markers(target) -> list[tuple[int, str]]:
+    layout = getattr(target, "layout", None)
+    if layout is None or not hasattr(layout, "markers"):
+        return []
+    try:
+        ms = sorted((int(x[0]) % TOP, x[1]) for x in layout.markers() if x[1])
+    except (TypeError, ValueError):
+        return []
+    seen: set[int] = set()
+    out = []
+    for v, n in ms:  # one name per address
+        if v not in seen:
+            seen.add(v)
+            out.append((v, n))
+    return out
+
+
 def diff(target_a, target_b=None, *, view_a: str = "kernel", view_b: str | None = None,
-         shifts: list[Shift] | None = None, pa: str = "exact") -> DiffResult:
+         shifts: list[Shift] | None = None, pa: str = "exact", auto_shift: bool = True) -> DiffResult:
     """What changed from `view_a` of `target_a` to `view_b` of `target_b` (default: the same
     target, the same view name).
+
+    Two images without `shifts` given: the KASLR moves the images themselves say (`kaslr_shifts`)
+    are applied and reported by region, unless `auto_shift` is False.
 
     >>> diff(resolve(open_image("a.elf")), resolve(open_image("b.elf"))).verdict  # doctest: +SKIP
     'identical'
     """
+    other = target_b is not None and target_b is not target_a
     target_b = target_b if target_b is not None else target_a
     view_b = view_b or view_a
-    return compare(mappings(target_a, view_a), mappings(target_b, view_b), shifts=shifts, pa=pa)
+    a, b = mappings(target_a, view_a), mappings(target_b, view_b)
+    regions = kaslr_shifts(target_a, target_b, a, b) if (auto_shift and other and not shifts) else []
+    return compare(a, b, shifts=shifts, pa=pa, regions=regions)

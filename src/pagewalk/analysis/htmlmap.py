@@ -6,7 +6,11 @@ size (a dashed line marks each when there is room), so a sparse 2^57-byte space 
 exact integer below 2^53: zooming goes down to single pages. Each range is coloured by its
 rights; hovering shows its VA range, PA, size, level, rights and the VA and PA of the page under
 the pointer. Drawing skips to the next pixel column once a column is painted, so a frame costs
-O(width · log n), not O(n): 100 000 ranges stay responsive.
+O(width · log n), not O(n): 100 000 ranges stay responsive. Beyond MAX_RANGES ranges (a
+2^24-page image has 14 million) the page gets an aggregate (`axis()`): VA-adjacent ranges of one
+colour merge first, then runs of consecutive ranges are drawn as one, coloured by their largest
+member, and the tooltip says how many ranges it stands for; positions stay exact.
+`axis()` is also the layout of the PNG map (`pngmap.py`).
 
 Opening `map.html#selftest` runs a self-check in the page (zoom into a range, hover it, time a
 frame) and writes the result as JSON into `<pre id="selftest">`, which tests read back with a
@@ -15,13 +19,15 @@ headless browser.
 
 from __future__ import annotations
 
-import bisect
 import html
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
-from .mappings import MAPPED, STATUS_NAMES, Mappings, mappings, perm_strings
+from .mappings import MAPPED, STATUS_NAMES, Mappings, mappings
+
+U64 = np.uint64
 
 GAP_PAGES = 2  # empty stretches longer than this many pages are drawn this long
 
@@ -36,76 +42,153 @@ COLOURS = {
 }
 
 
-def map_data(m: Mappings, markers: list[tuple[int, str]] | None = None) -> dict:
+MAX_RANGES = 100_000  # beyond this many ranges the map aggregates (the page stays responsive)
+
+
+@dataclass
+class Axis:
+    """The ranges of a view laid out on the compressed axis (gaps longer than `gap` drawn `gap`
+    long), at most `max_ranges` of them: numpy columns, shared by the HTML and the PNG map.
+
+    `pos`, `size` (uint64, exact integers), `va`, `pa`, `key` (index into `palette`), `n` (ranges
+    aggregated into each drawn range, 1 when exact), `seg_pos`/`seg_va` (where a collapsed gap
+    ends: positions map back to VAs exactly), `palette` [(label, level, repeat)], `total`.
+    """
+
+    pos: np.ndarray
+    size: np.ndarray
+    va: np.ndarray
+    pa: np.ndarray
+    key: np.ndarray
+    n: np.ndarray
+    seg_pos: np.ndarray
+    seg_va: np.ndarray
+    palette: list[tuple[str, str, bool]]
+    total: int
+    gap: int
+    page: int
+    ranges: int  # ranges before aggregation
+
+    def pos_of_va(self, vas) -> np.ndarray:
+        """Positions of VAs (a VA in a collapsed gap: the end of the segment before it)."""
+        vas = np.asarray(vas, U64)
+        if not len(self.seg_va):
+            return np.zeros(len(vas), U64)
+        j = np.searchsorted(self.seg_va, vas, side="right") - 1
+        i = np.maximum(j, 0)
+        seg_end = np.append(self.seg_pos[1:] - U64(self.gap), U64(self.total))
+        with np.errstate(over="ignore"):
+            p = np.minimum(self.seg_pos[i] + (vas - self.seg_va[i]), seg_end[i])
+        return np.where(j < 0, U64(0), p)
+
+    def colours(self) -> list[str]:
+        return [COLOURS.get(label.replace(" G", ""), "#9e9e9e") for label, _, _ in self.palette]
+
+
+def axis(m: Mappings, max_ranges: int = MAX_RANGES) -> Axis:
+    """Lay the ranges of `m` out on the compressed axis, aggregating beyond `max_ranges`:
+    first VA-adjacent ranges of the same colour key merge (PAs no longer exact), then runs of
+    consecutive ranges take the key of their largest member. All whole-array numpy."""
+    n_in = len(m)
+    order = None if n_in < 2 or bool(np.all(m.va_start[1:] >= m.va_start[:-1])) else np.argsort(m.va_start, kind="stable")
+    col = (lambda a: a if order is None else a[order])
+    va, size, pa = col(m.va_start), col(m.size), col(m.pa_start)
+    status, level, rep = col(m.status), col(m.level), col(m.repeat)
+    code = col(m.perms.code()) if n_in else np.zeros(0, U64)
+    kc = np.where(status == MAPPED, code.astype(np.int64), 64 + status.astype(np.int64))
+    kc = (kc * 16 + level.astype(np.int64)) * 2 + rep.astype(np.int64)
+    present = np.bincount(kc, minlength=1) > 0  # keys are small integers: a table, not a sort
+    uk = np.flatnonzero(present)
+    key = (np.cumsum(present) - 1)[kc]
+    names = [lvl.name for lvl in m.mode.levels]
+    palette = []
+    for k in uk.tolist():
+        r, lv, c = k & 1, (k >> 1) & 15, k >> 5
+        label = _perm_label(c) if c < 64 else STATUS_NAMES[c - 64]
+        palette.append((label, names[lv], bool(r)))
+    nagg = np.ones(n_in, np.int64)
+    with np.errstate(over="ignore"):
+        end = va + size
+    if n_in > max_ranges:  # 1. VA-adjacent ranges of one key
+        first = np.ones(n_in, bool)
+        first[1:] = (key[1:] != key[:-1]) | (va[1:] != end[:-1])
+        va, size, pa, key, nagg, end = _merge_runs(first, va, size, pa, key, nagg, end)
+    gap = GAP_PAGES * m.page_size
+    n = len(va)
+    g = np.zeros(n, U64)
+    if n > 1:
+        with np.errstate(over="ignore"):
+            g[1:] = va[1:] - end[:-1]
+    collapsed = g > U64(gap)
+    collapsed[0] = True
+    step = np.where(collapsed, U64(gap), g)
+    step[0] = 0
+    pos = np.cumsum(step + np.append(U64(0), size[:-1]).astype(U64), dtype=U64) if n else np.zeros(0, U64)
+    seg_idx = np.flatnonzero(collapsed)
+    seg_pos, seg_va = pos[seg_idx], va[seg_idx]
+    total = int(pos[-1] + size[-1]) if n else 0
+    if n > max_ranges:  # 2. runs of consecutive ranges, coloured by their largest member
+        per = -(-n // max_ranges)
+        first = np.zeros(n, bool)
+        first[::per] = True
+        pad = (-n) % per
+        sz = np.concatenate([size, np.zeros(pad, U64)]).reshape(-1, per)
+        kk = np.concatenate([key, np.zeros(pad, key.dtype)]).reshape(-1, per)
+        bkey = kk[np.arange(len(sz)), np.argmax(sz, axis=1)]
+        lastp = np.minimum(np.arange(len(sz)) * per + per, n) - 1
+        fi = np.flatnonzero(first)
+        pos_b = pos[fi]
+        size_b = pos[lastp] + size[lastp] - pos_b
+        va, pa, key = va[fi], pa[fi], bkey
+        nagg = np.add.reduceat(nagg, fi)
+        pos, size = pos_b, size_b
+    return Axis(pos, size, va, pa, key, nagg, seg_pos, seg_va, palette, total, gap, m.page_size, n_in)
+
+
+def _merge_runs(first: np.ndarray, va, size, pa, key, nagg, end):
+    fi = np.flatnonzero(first)
+    li = np.append(fi[1:], len(first)) - 1
+    with np.errstate(over="ignore"):
+        new_size = end[li] - va[fi]
+    return va[fi], new_size, pa[fi], key[fi], np.add.reduceat(nagg, fi), end[li]
+
+
+def _perm_label(code: int) -> str:
+    from .mappings import _perm_text
+
+    return _perm_text(code)
+
+
+def map_data(m: Mappings, markers: list[tuple[int, str]] | None = None, *, max_ranges: int = MAX_RANGES) -> dict:
     """The compact document the page draws: columns of positions, sizes, PAs, palette indices,
     the segments that map positions back to VAs, and the markers."""
-    order = np.argsort(m.va_start, kind="stable")
-    va = m.va_start[order].astype(object)
-    size = m.size[order].astype(object)
-    n = len(va)
-    texts = perm_strings(m.perms) if n else []
-    texts = [texts[i] for i in order.tolist()]
-    names = m.level_names()
-    names = [names[i] for i in order.tolist()]
-    status = m.status[order].tolist()
-    rep = m.repeat[order].tolist()
-    palette: dict[tuple, int] = {}
-    kcol = []
-    for t, lv, st, r in zip(texts, names, status, rep):
-        label = t if st == MAPPED else STATUS_NAMES[st]
-        key = (label, lv, r)
-        kcol.append(palette.setdefault(key, len(palette)))
-    gap_collapse = GAP_PAGES * m.page_size
-    pos: list[int] = []
-    segs: list[list] = []  # [position, VA as hex] where a collapsed gap ends
-    p = 0
-    prev_end = None
-    for v, s in zip(va.tolist(), size.tolist()):
-        if prev_end is None:
-            segs.append([0, f"{v:x}"])
-        else:
-            gap = v - prev_end
-            if gap > gap_collapse:
-                p += gap_collapse
-                segs.append([p, f"{v:x}"])
-            else:
-                p += gap
-        pos.append(p)
-        p += s
-        prev_end = v + s
-    total = p
-    pa = m.pa_start[order].tolist()
+    ax = axis(m, max_ranges)
     spans = {lvl.name: lvl.entry_span for lvl in m.mode.levels}
     mk = []
-    if markers and n:
-        starts = [int(x, 16) for _, x in segs]
-        seg_pos = [x for x, _ in segs]
-        for mva, name in markers:
-            if not name:
-                continue
-            i = bisect.bisect_right(starts, mva) - 1
-            if i < 0:
-                mp = 0
-            else:
-                # inside segment i, or in the collapsed gap after it: clamp to the segment's end
-                seg_end = seg_pos[i + 1] - gap_collapse if i + 1 < len(segs) else total
-                mp = min(seg_pos[i] + (mva - starts[i]), seg_end)
-            mk.append([mp, name])
-    return {
+    if markers and len(ax.pos):
+        named = [(v, name) for v, name in markers if name]
+        if named:
+            mp = ax.pos_of_va(np.array([v % (1 << 64) for v, _ in named], U64)).tolist()
+            mk = [[p, name] for p, (_, name) in zip(mp, named)]
+    doc = {
         "mode": m.mode.name,
         "view": m.view,
         "page": m.page_size,
-        "total": total,
-        "gap": gap_collapse,
-        "pos": pos,
-        "size": [int(s) for s in size.tolist()],
-        "pa": pa,
-        "k": kcol,
-        "palette": [[label, lv, bool(r), COLOURS.get(label.replace(" G", ""), "#9e9e9e"), spans[lv]]
-                    for (label, lv, r) in palette],
-        "segs": segs,
+        "total": ax.total,
+        "gap": ax.gap,
+        "pos": ax.pos.tolist(),
+        "size": ax.size.tolist(),
+        "pa": ax.pa.tolist(),
+        "k": ax.key.tolist(),
+        "palette": [[label, lv, r, COLOURS.get(label.replace(" G", ""), "#9e9e9e"), spans[lv]]
+                    for (label, lv, r) in ax.palette],
+        "segs": [[p, f"{v:x}"] for p, v in zip(ax.seg_pos.tolist(), ax.seg_va.tolist())],
         "markers": mk,
     }
+    if ax.ranges != len(ax.pos):
+        doc["agg"] = ax.n.tolist()  # ranges drawn as one (zoomed-out view of a huge space)
+        doc["ranges"] = ax.ranges
+    return doc
 
 
 def write_map(target, path: str, view: str = "kernel", *, m: Mappings | None = None) -> int:
@@ -209,9 +292,10 @@ function posAtClient(cx) { const r = cv.getBoundingClientRect(); return x0 + (cx
 function describe(p) {
   const i = rangeAt(p); if (i < 0) return null;
   const pal = PAL[K[i]], va = vaAt(POS[i]), off = Math.floor(p - POS[i]), pg = Math.floor(off / D.page) * D.page;
-  const pa = pal[2] ? D.pa[i] + (pg % pal[4]) : D.pa[i] + pg;
-  return { index: i, va_start: hex(va), va_end: hex(va + BigInt(SIZE[i])), size: SIZE[i], perm: pal[0], level: pal[1],
-    repeat: pal[2], pa: "0x" + D.pa[i].toString(16), page_va: hex(va + BigInt(pg)), page_pa: "0x" + pa.toString(16) };
+  const pa = pal[2] ? D.pa[i] + (pg % pal[4]) : D.pa[i] + pg, agg = D.agg ? D.agg[i] : 1;
+  return { index: i, va_start: hex(va), va_end: hex(vaAt(POS[i] + SIZE[i])), size: SIZE[i], perm: pal[0], level: pal[1],
+    repeat: pal[2], pa: "0x" + D.pa[i].toString(16), page_va: hex(va + BigInt(pg)),
+    page_pa: agg > 1 ? `(${agg} ranges drawn as one)` : "0x" + pa.toString(16), agg };
 }
 function showTip(ev) {
   const d = describe(posAtClient(ev.clientX));
@@ -234,7 +318,7 @@ function goTo(v, span) { const p = posOfVa(v); x0 = p - span / 2; x1 = p + span 
 document.getElementById("goto").addEventListener("change", ev => { try { goTo(BigInt("0x" + ev.target.value.replace(/^0x/, "")), D.page * 64); } catch (e) {} });
 document.getElementById("legend").innerHTML = [...new Set(PAL.map(p => p[0].replace(" G", "") + "|" + p[3]))].map(s => { const [n, c] = s.split("|");
   return `<span><i style="background:${c}"></i>${n}</span>`; }).join("");
-document.getElementById("info").textContent = `${D.mode}, view ${D.view}: ${N} ranges; empty stretches longer than ${size(D.gap)} are drawn ${size(D.gap)} long (dashed lines)`;
+document.getElementById("info").textContent = `${D.mode}, view ${D.view}: ${D.ranges || N} ranges${D.agg ? " (drawn as " + N + ": neighbours merged, a run of small ones coloured by its largest)" : ""}; empty stretches longer than ${size(D.gap)} are drawn ${size(D.gap)} long (dashed lines)`;
 window.pagewalkMap = { D, describe, goTo, zoom, draw, vaAt, posOfVa, get view() { return [x0, x1]; }, get frameMs() { return lastFrameMs; } };
 window.addEventListener("resize", resize); resize();
 if (location.hash === "#selftest") {

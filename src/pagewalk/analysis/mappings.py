@@ -2,10 +2,14 @@
 
 This is the data every analysis here works on (aliases, diff, check, stats, pagemap, the map).
 It is computed from `runs.discover()`'s de-duplicated tables with whole-table numpy operations,
-bottom-up as `runs.compress()` does, but it keeps what ptdump's run lists drop: the physical
-address. A table's interval list is its own entries' intervals plus its children's lists moved to
-the entry's VA, with the permission word folded through the entry (`mode.perm_combine`); then
-neighbours are coalesced. Two intervals coalesce when they are VA-contiguous, of the same level
+and keeps what ptdump's run lists drop: the physical address. Bottom-up, each table gets its
+items: its own entries' intervals, coalesced within the table, and its children, either copied in
+(a child that flattens to at most INLINE_MAX intervals: a shared table costs its few intervals
+once per reference and coalesces with its neighbours, so KASAN's early shadow stays one interval)
+or deferred; top-down, the deferred children are placed at their entries' VAs with the permission
+word folded through the path (`mode.perm_combine`), every bottom interval copied once, and
+neighbours across tables coalesced in one pass. Time and memory go with the number of intervals
+(about 43 bytes each), never with pages. Two intervals coalesce when they are VA-contiguous, of the same level
 and status, with equal attributes and effective permissions, and either
 
 * PA-contiguous (the ordinary case: a direct map, a kernel image), or
@@ -156,7 +160,12 @@ ARCH_BITS: dict[str, ArchBits] = {
 
 
 def arch_bits(mode: PagingMode) -> ArchBits:
-    """The ArchBits of a mode's architecture (PagewalkError for one the analyses do not know)."""
+    """The ArchBits of a mode's architecture (PagewalkError for one the analyses do not know).
+
+    An architecture module can bring its own: `mode.extra["arch_bits"]` (an ArchBits) wins."""
+    own = mode.extra.get("arch_bits") if isinstance(getattr(mode, "extra", None), dict) else None
+    if isinstance(own, ArchBits):
+        return own
     try:
         return ARCH_BITS[mode.arch]
     except KeyError:
@@ -319,60 +328,79 @@ class Mappings:
 _COLUMNS = ("va_start", "size", "pa_start", "level", "entry", "perm", "repeat", "status")
 
 
+DEFERRED = -1  # item status of a child table whose intervals are placed when the view is flattened
+INLINE_MAX = 4  # a child table flattening to at most this many intervals is copied into its parent
+
+
 @dataclass
-class _Iv:
-    """Intervals of many tables of one level in CSR form (offsets relative to each table)."""
+class _Items:
+    """The item lists of the tables of one level, in CSR form (items of table t are
+    off_csr[t]:off_csr[t+1], in entry order, coalesced within the table).
+
+    An item is an interval (an own entry, or one of an inlined child table's intervals) or a
+    deferred child table (status DEFERRED, `child` its index, `cnt` its intervals when flattened).
+    `perm` is relative to the table: folded through this table's entries and those below only.
+    """
 
     off_csr: np.ndarray  # int64, n + 1
-    off: np.ndarray  # uint64 VA offset in the table's span
-    size: np.ndarray
-    pa: np.ndarray
-    level: np.ndarray
-    entry: np.ndarray
-    key: np.ndarray
-    perm: np.ndarray
-    repeat: np.ndarray
-    status: np.ndarray
+    cols: dict[str, np.ndarray]  # off (VA offset in the table's span), size, pa, level, entry, perm, repeat, status, child
+    cnt: np.ndarray | None  # int64 per item: intervals it flattens to (None: 1 each, the bottom level)
+    count: np.ndarray  # int64 per table: intervals the table flattens to
+    flat: np.ndarray  # bool per table: no deferred child
 
 
-def _coalesce(mode: PagingMode, table: np.ndarray, c: dict[str, np.ndarray], split_at: int | None = None) -> tuple[np.ndarray, dict]:
-    """Merge neighbours within each table (see the module docstring); `table` sorted, `c` the
-    columns in (table, off) order. Returns the tables of the kept intervals and the columns."""
-    n = len(table)
+def _coalesce(mode: PagingMode, keymask: int, table: np.ndarray | None, c: dict[str, np.ndarray],
+              split_at: int | None = None) -> tuple[np.ndarray | None, dict]:
+    """Merge neighbours (within each table when `table` is given; see the module docstring); `c`
+    the columns in (table, off) order, consumed. Returns the tables of the kept items and the columns."""
+    off, size, pa, rep, st, ent = c["off"], c["size"], c["pa"], c["repeat"], c["status"], c["entry"]
+    n = len(off)
     if n < 2:
         return table, c
     spans = np.array([lvl.entry_span for lvl in mode.levels], U64)
-    off, size, pa, rep = c["off"], c["size"], c["pa"], c["repeat"]
-    single = (~rep) & (size == spans[c["level"].astype(np.int64)])
     a = slice(None, -1)
     b = slice(1, None)
-    adj = (table[b] == table[a]) & (off[a] + size[a] == off[b])
-    for k in ("level", "key", "perm", "status"):
-        adj &= c[k][b] == c[k][a]
-    adj &= c["status"][b] == MAPPED
+    adj = off[a] + size[a] == off[b]
+    adj &= st[b] == MAPPED
+    adj &= st[a] == MAPPED
+    if table is not None:
+        adj &= table[b] == table[a]
+    adj &= c["level"][b] == c["level"][a]
+    adj &= c["perm"][b] == c["perm"][a]
+    adj &= ((ent[b] ^ ent[a]) & U64(keymask)) == 0
     if split_at is not None:
         adj &= off[b] != U64(split_at)
+    if not adj.any():
+        return table, c
+    single = (~rep) & (size == spans[c["level"].astype(np.intp)])
     link_c = adj & ~rep[a] & ~rep[b] & (pa[b] == pa[a] + size[a])
     link_r = adj & (rep[a] | single[a]) & (rep[b] | single[b]) & (pa[b] == pa[a])
+    del adj, single
     link = np.zeros(n, np.int8)  # link[k]: between k - 1 and k; 1 contiguous, 2 repeat
     link[1:][link_c] = 1
     link[1:][link_r] = 2
+    del link_c, link_r
     prev = np.zeros(n, np.int8)
     prev[1:] = link[:-1]
-    start = (link == 0) | ((prev != 0) & (prev != link))
-    first = np.flatnonzero(start)
+    first = np.flatnonzero((link == 0) | ((prev != 0) & (prev != link)))
+    del prev
     if len(first) == n:
         return table, c
-    out = {k: v[first] for k, v in c.items()}
-    out["size"] = np.add.reduceat(size, first).astype(U64)
+    new_size = np.add.reduceat(size, first).astype(U64, copy=False)
     nxt = first + 1
     has_next = np.zeros(len(first), bool)
     has_next[:-1] = first[1:] > nxt[:-1]
     has_next[-1] = nxt[-1] < n
     nl = np.zeros(len(first), np.int8)
     nl[has_next] = link[nxt[has_next]]
-    out["repeat"] = rep[first] | (nl == 2)
-    return table[first], out
+    del link, nxt, has_next
+    new_rep = rep[first] | (nl == 2)
+    out = {}
+    for k in list(c):
+        v = c.pop(k)  # one column at a time: the old column is freed as the new one is made
+        out[k] = new_size if k == "size" else new_rep if k == "repeat" else v[first]
+        del v
+    return (table[first] if table is not None else None), out
 
 
 def _csr(table: np.ndarray, n: int) -> np.ndarray:
@@ -398,7 +426,33 @@ def _leaf_pa(bits: ArchBits, level: int, last: int, entry: np.ndarray, out: np.n
     return out
 
 
-def _bottom(mem: MappedMemory, mode: PagingMode, lt: LevelTables, bits: ArchBits, keymask: int, max_intervals: int) -> _Iv:
+_COLS = {"off": U64, "size": U64, "pa": U64, "level": np.int8, "entry": U64, "perm": U64, "repeat": bool,
+         "status": np.int8, "child": np.int64}
+
+
+def _empty_cols(n: int = 0) -> dict[str, np.ndarray]:
+    return {k: np.empty(n, t) for k, t in _COLS.items()}
+
+
+def _finish(cols: dict[str, np.ndarray], table: np.ndarray, n: int, mode: PagingMode, i: int,
+            max_intervals: int) -> _Items:
+    cnt = cols.pop("cnt", None)
+    off_csr = _csr(table, n)
+    if cnt is None:  # every item is one interval (the bottom level: no child column either)
+        return _Items(off_csr, cols, None, np.diff(off_csr), np.ones(n, bool))
+    count = np.zeros(n, np.int64)
+    if len(cnt):
+        nz = off_csr[:-1] < off_csr[1:]
+        count[nz] = np.add.reduceat(cnt, off_csr[:-1][nz])
+    if count.size:
+        _check_total(int(count.max()), mode, i, max_intervals)
+    deferred = cols["status"] == DEFERRED
+    flat = np.bincount(table[deferred], minlength=n) == 0
+    return _Items(off_csr, cols, cnt, count, flat)
+
+
+def _bottom(mem: MappedMemory, mode: PagingMode, lt: LevelTables, bits: ArchBits, keymask: int, max_intervals: int) -> _Items:
+    """Items of every bottom-level table: its leaves (and faulting valid entries), coalesced per table."""
     i = len(mode.levels) - 1
     lvl = mode.levels[i]
     n, N = len(lt.pas), lvl.entries
@@ -410,49 +464,46 @@ def _bottom(mem: MappedMemory, mode: PagingMode, lt: LevelTables, bits: ArchBits
         e = ent.astype(U64, copy=False)
         hwk, out = mode.hw_classify(i, e)
         leaf = hwk == HwKind.LEAF
-        fault = (hwk == HwKind.FAULT) & bits.valid(e)
-        sel = (leaf | fault) & ok[:, None]
+        sel = (leaf | ((hwk == HwKind.FAULT) & bits.valid(e))) & ok[:, None]
         idx = np.flatnonzero(sel)
+        del sel, hwk
         slot_off = (idx % N).astype(U64) << U64(lvl.shift)
         ef = e.reshape(-1)[idx]
         is_leaf = leaf.reshape(-1)[idx]
         pa = np.where(is_leaf, _leaf_pa(bits, i, i, ef, out.reshape(-1)[idx], slot_off), U64(0))
+        del ent, e, out, leaf
         cols = {
             "off": slot_off,
             "size": np.full(len(idx), lvl.entry_span, U64),
             "pa": pa,
             "level": np.full(len(idx), i, np.int8),
             "entry": ef,
-            "key": ef & U64(keymask),
             "perm": mode.perm(i, ef),
             "repeat": np.zeros(len(idx), bool),
             "status": np.where(is_leaf, MAPPED, FAULT).astype(np.int8),
         }
-        t, cols = _coalesce(mode, (idx // N + c0).astype(np.int64), cols)
+        t, cols = _coalesce(mode, keymask, (idx // N + c0).astype(np.int64), cols)
         total += len(t)
         _check_total(total, mode, i, max_intervals)
         parts.append((t, cols))
-        del ent, e, hwk, out
         release = getattr(mem, "release", None)
         if release is not None and n > _CHUNK_TABLES:
             release()
     if parts:
         t = np.concatenate([p[0] for p in parts])
-        cols = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+        cols = {}
+        for k in list(parts[0][1]):
+            cols[k] = np.concatenate([p[1].pop(k) for p in parts])
     else:
         t = np.zeros(0, np.int64)
         cols = _empty_cols()
-    return _Iv(_csr(t, n), **cols)
+        del cols["child"]
+    return _finish(cols, t, n, mode, i, max_intervals)
 
 
-def _empty_cols() -> dict[str, np.ndarray]:
-    z = np.zeros(0, U64)
-    return {"off": z, "size": z, "pa": z, "level": np.zeros(0, np.int8), "entry": z, "key": z, "perm": z,
-            "repeat": np.zeros(0, bool), "status": np.zeros(0, np.int8)}
-
-
-def _upper(mode: PagingMode, i: int, lt: LevelTables, child_ok: np.ndarray, child: _Iv, bits: ArchBits,
-           keymask: int, max_intervals: int, root: bool) -> _Iv:
+def _upper(mode: PagingMode, i: int, lt: LevelTables, child_ok: np.ndarray, child: _Items, bits: ArchBits,
+           keymask: int, max_intervals: int, root: bool) -> _Items:
+    """Items of the tables of level `i`: own entries, inlined small flat children, deferred others."""
     lvl = mode.levels[i]
     n, N = lt.kind.shape
     kind = lt.kind.reshape(-1)
@@ -469,17 +520,24 @@ def _upper(mode: PagingMode, i: int, lt: LevelTables, child_ok: np.ndarray, chil
     fault = (hwk == HwKind.FAULT) & bits.valid(ent) & okrow
     unwalked = ((kind == Kind.HOLE) | (kind == Kind.SKIP)) & (hwk != HwKind.FAULT) & okrow
     own = leaf | missing | fault | unwalked
-    ccount = np.diff(child.off_csr)
-    cnt = np.zeros(n * N, np.int64)
-    cnt[own] = 1
-    cnt[tab_ok] = ccount[cidx[tab_ok]]
-    total = int(cnt.sum())
-    _check_total(total, mode, i, max_intervals)
+    ccount = np.zeros(n * N, np.int64)
+    ccount[tab_ok] = child.count[cidx[tab_ok]]
+    cflat = np.zeros(n * N, bool)
+    cflat[tab_ok] = child.flat[cidx[tab_ok]]
+    inline = tab_ok & cflat & (ccount <= INLINE_MAX) & (ccount > 0)
+    defer = tab_ok & ~inline & (ccount > 0)
+    items = np.zeros(n * N, np.int64)
+    items[own] = 1
+    items[defer] = 1
+    citems = child.off_csr[1:] - child.off_csr[:-1]
+    items[inline] = citems[cidx[inline]]
+    total = int(items.sum())
     pos = np.zeros(n * N + 1, np.int64)
-    np.cumsum(cnt, out=pos[1:])
+    np.cumsum(items, out=pos[1:])
     entry_off = (np.arange(n * N, dtype=U64) % U64(N)) << U64(lvl.shift)
-    r_table = np.repeat(np.arange(n * N, dtype=np.int64) // N, cnt)
-    c = {k: np.empty(total, v.dtype) for k, v in _empty_cols().items()}
+    r_table = np.repeat(np.arange(n * N, dtype=np.int64) // N, items)
+    c = _empty_cols(total)
+    c["cnt"] = np.ones(total, np.int64)
     # the entry's own interval
     p = pos[:-1][own]
     e_own = ent[own]
@@ -489,26 +547,106 @@ def _upper(mode: PagingMode, i: int, lt: LevelTables, child_ok: np.ndarray, chil
     c["pa"][p] = np.where(st == FAULT, U64(0), _leaf_pa(bits, i, len(mode.levels) - 1, e_own, out[own], entry_off[own]))
     c["level"][p] = i
     c["entry"][p] = e_own
-    c["key"][p] = e_own & U64(keymask)
     c["perm"][p] = mode.perm(i, e_own)
     c["repeat"][p] = False
     c["status"][p] = st
-    # the children's intervals, moved to the entry's VA, permissions folded through the entry
-    if tab_ok.any():
-        tc = cnt[tab_ok]
-        src0 = child.off_csr[cidx[tab_ok]]
-        dst0 = pos[:-1][tab_ok]
+    c["child"][p] = -1
+    # deferred children: one item each
+    p = pos[:-1][defer]
+    e_def = ent[defer]
+    c["off"][p] = entry_off[defer]
+    c["size"][p] = lvl.entry_span
+    c["pa"][p] = 0
+    c["level"][p] = i
+    c["entry"][p] = e_def
+    c["perm"][p] = mode.perm(i, e_def)
+    c["repeat"][p] = False
+    c["status"][p] = DEFERRED
+    c["child"][p] = cidx[defer]
+    c["cnt"][p] = ccount[defer]
+    # inlined children: their intervals, moved to the entry's VA, permissions folded through the entry
+    if inline.any():
+        tc = items[inline]
+        src0 = child.off_csr[cidx[inline]]
         k = np.arange(int(tc.sum()), dtype=np.int64) - np.repeat(np.cumsum(tc) - tc, tc)
-        dst = np.repeat(dst0, tc) + k
+        dst = np.repeat(pos[:-1][inline], tc) + k
         src = np.repeat(src0, tc) + k
-        parent_perm = np.repeat(mode.perm(i, ent[tab_ok]), tc)
-        c["off"][dst] = np.repeat(entry_off[tab_ok], tc) + child.off[src]
-        for name in ("size", "pa", "level", "entry", "key", "repeat", "status"):
-            c[name][dst] = getattr(child, name)[src]
-        c["perm"][dst] = mode.perm_combine(parent_perm, child.perm[src])
+        parent_perm = np.repeat(mode.perm(i, ent[inline]), tc)
+        c["off"][dst] = np.repeat(entry_off[inline], tc) + child.cols["off"][src]
+        for name in ("size", "pa", "level", "entry", "repeat", "status"):
+            c[name][dst] = child.cols[name][src]
+        c["child"][dst] = child.cols["child"][src] if "child" in child.cols else -1
+        c["perm"][dst] = mode.perm_combine(parent_perm, child.cols["perm"][src])
     split = (1 << (mode.va_bits - 1)) if (root and mode.canonical) else None
-    t, c = _coalesce(mode, r_table, c, split_at=split)
-    return _Iv(_csr(t, n), **c)
+    t, c = _coalesce(mode, keymask, r_table, c, split_at=split)
+    return _finish(c, t, n, mode, i, max_intervals)
+
+
+def _flatten(mode: PagingMode, levels: list[_Items], max_intervals: int) -> dict[str, np.ndarray]:
+    """All intervals of the root table in VA order: the deferred children placed top-down, each
+    bottom table's items copied once per reference (in bounded chunks)."""
+    total = int(levels[0].count[0]) if len(levels[0].count) else 0
+    _check_total(total, mode, 0, max_intervals)
+    out = {k: np.empty(total, t) for k, t in _COLS.items() if k != "child"}
+    refs = np.zeros(1, np.int64) if total else np.zeros(0, np.int64)
+    base = np.zeros(len(refs), U64)
+    pos = np.zeros(len(refs), np.int64)
+    rperm: np.ndarray | None = None  # the root's items are not folded through anything
+    for i, it in enumerate(levels):
+        if not len(refs):
+            break
+        # exclusive prefix of `cnt` within each table: an item's first interval in its table's output
+        if it.cnt is not None:
+            cs = np.zeros(len(it.cnt) + 1, np.int64)
+            np.cumsum(it.cnt, out=cs[1:])
+            start_in_table = cs[:-1] - np.repeat(cs[it.off_csr[:-1]], np.diff(it.off_csr))
+        nitems = it.off_csr[refs + 1] - it.off_csr[refs]
+        bounds = np.cumsum(nitems)
+        new_refs, new_base, new_pos, new_perm = [], [], [], []
+        r0 = 0
+        while r0 < len(refs):  # chunks of about 1M items: bounded temporaries
+            r1 = int(np.searchsorted(bounds, (bounds[r0 - 1] if r0 else 0) + (1 << 20), side="right"))
+            r1 = max(r1, r0 + 1)
+            sl = slice(r0, r1)
+            k = nitems[sl]
+            m = int(k.sum())
+            ramp = np.arange(m, dtype=np.int64) - np.repeat(np.cumsum(k) - k, k)
+            src = np.repeat(it.off_csr[refs[sl]], k) + ramp
+            ref_of = np.repeat(np.arange(r0, r1, dtype=np.int64), k)
+            if it.cnt is None:  # one interval per item: its place in the table is its index there
+                dst = pos[ref_of] + (src - it.off_csr[refs[ref_of]])
+            else:
+                dst = pos[ref_of] + start_in_table[src]
+            off = base[ref_of] + it.cols["off"][src]
+            perm = it.cols["perm"][src]
+            if rperm is not None:
+                perm = mode.perm_combine(rperm[ref_of], perm)
+            st = it.cols["status"][src]
+            iv = st != DEFERRED
+            every = bool(iv.all())
+            d = dst if every else dst[iv]
+            s_iv = src if every else src[iv]
+            if len(d) and int(d[-1]) - int(d[0]) == len(d) - 1:  # increasing: contiguous in the output
+                d = slice(int(d[0]), int(d[-1]) + 1)
+            if len(s_iv) and int(s_iv[-1]) - int(s_iv[0]) == len(s_iv) - 1 and bool(np.all(np.diff(s_iv) == 1)):
+                s_iv = slice(int(s_iv[0]), int(s_iv[-1]) + 1)  # tables in VA order: a block copy
+            out["off"][d] = off if every else off[iv]
+            out["perm"][d] = perm if every else perm[iv]
+            for name in ("size", "pa", "level", "entry", "repeat", "status"):
+                out[name][d] = it.cols[name][s_iv]
+            df = ~iv
+            if not every:
+                new_refs.append(it.cols["child"][src[df]])
+                new_base.append(off[df])
+                new_pos.append(dst[df])
+                new_perm.append(perm[df])
+            r0 = r1
+        if new_refs:
+            refs, base, pos, rperm = (np.concatenate(x) for x in (new_refs, new_base, new_pos, new_perm))
+        else:
+            refs = np.zeros(0, np.int64)
+        levels[i] = None  # type: ignore[call-overload]  # free each level once placed
+    return out
 
 
 def attribute_mask(mode: PagingMode) -> int:
@@ -520,19 +658,31 @@ def compute(mem: MappedMemory, mode: PagingMode, root_pa: int, view: str | None 
             tables: list[LevelTables] | None = None, max_intervals: int = MAX_INTERVALS) -> Mappings:
     """The intervals of the address space under `root_pa` (all statuses; see `Mappings.mapped()`).
 
+    Bottom-up, each table's items (coalesced within the table; a child table that flattens to
+    at most INLINE_MAX intervals is copied into its parent, so a table shared by a million
+    entries, KASAN's early shadow, costs one interval); then top-down, the deferred children are
+    placed once per reference, every column copied once; then neighbours across tables are
+    coalesced in one pass. Time and memory go with the intervals, never with the pages.
+
     >>> m = compute(target.mem, target.mode, target.root("kernel"))  # doctest: +SKIP
     """
     bits = arch_bits(mode)
     keymask = attribute_mask(mode)
     if tables is None:
         tables = discover(mem, mode, root_pa)
-    iv = _bottom(mem, mode, tables[-1], bits, keymask, max_intervals)
-    ok = tables[-1].ok
-    for i in range(len(tables) - 2, -1, -1):
-        iv = _upper(mode, i, tables[i], ok, iv, bits, keymask, max_intervals, root=(i == 0))
-        ok = tables[i].ok
-    va = to_va(mode, iv.off)
-    return Mappings(mode, root_pa, view, va, iv.size, iv.pa, iv.level, iv.entry, iv.perm, iv.repeat, iv.status)
+    nlev = len(tables)
+    levels: list[_Items] = [None] * nlev  # type: ignore[list-item]
+    levels[-1] = _bottom(mem, mode, tables[-1], bits, keymask, max_intervals)
+    for i in range(nlev - 2, -1, -1):
+        levels[i] = _upper(mode, i, tables[i], tables[i + 1].ok, levels[i + 1], bits, keymask, max_intervals,
+                           root=(i == 0))
+    c = _flatten(mode, levels, max_intervals)
+    del levels
+    split = (1 << (mode.va_bits - 1)) if mode.canonical else None
+    _, c = _coalesce(mode, keymask, None, c, split_at=split)
+    va = to_va(mode, c.pop("off"))
+    return Mappings(mode, root_pa, view, va, c["size"], c["pa"], c["level"], c["entry"], c["perm"], c["repeat"],
+                    c["status"])
 
 
 def to_va(mode: PagingMode, off: np.ndarray) -> np.ndarray:
