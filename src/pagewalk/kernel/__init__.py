@@ -8,8 +8,10 @@ and one line in SUPPORT.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any, TextIO
 
 from ..errors import UsageError
 
@@ -40,6 +42,19 @@ class WxResult:
     @property
     def passed(self) -> bool:
         return self.wx_pages == 0
+
+
+def json_head(mode: Any, view: str, root_pa: int, **more: Any) -> dict:
+    """The fields every `dump --format json` document starts with (schema "pagewalk.dump", SCHEMAS.md)."""
+    return {"schema": "pagewalk.dump", "version": JSON_SCHEMA_VERSION, "arch": mode.arch, "mode": mode.name,
+            "view": view, "root_pa": root_pa, **more}
+
+
+def write_json_dump(out: TextIO, mode: Any, view: str, root_pa: int, records: list[dict], **more: Any) -> int:
+    """Write one "pagewalk.dump" document holding `records` to `out`; returns the ranges written."""
+    out.write(json.dumps({**json_head(mode, view, root_pa, **more), "ranges": records}, indent=1))
+    out.write("\n")
+    return len(records)
 
 
 def support_for(arch: str | None) -> ModuleType:

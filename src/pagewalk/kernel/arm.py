@@ -21,7 +21,6 @@ through the tables; else the end of the direct map at PAGE_OFFSET) or `--define 
 
 from __future__ import annotations
 
-import json
 from typing import TextIO
 
 from ..arch import arm
@@ -32,7 +31,7 @@ from ..ptdump.arm import PAGE_OFFSET_DEFAULT, ArmState, Layout
 from ..ptdump.core import drive
 from ..runs import MISSING_BASE, SKIP_KLEVEL, iter_runs, root_runs
 from ..target import Target, check_root
-from . import JSON_SCHEMA_VERSION, WxResult
+from . import WxResult, write_json_dump
 
 # kernel variables the layout is read from; `extract` keeps their pages
 LAYOUT_SYMBOLS = ("high_memory",)
@@ -266,25 +265,10 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     root = target.root(view)
     mode = target.mode_for(view)
     runs = iter_runs(target.mem, mode, root)  # streamed: drive() takes the chunks as they come
-    if fmt != "json":
-        st = ArmState(target.layout, out)
-        drive(st, mode, runs, target.layout.ranges())
-        return st.lines
-    records: list[dict] = []
-    st = ArmState(target.layout, None, records=records)
+    records: list[dict] | None = [] if fmt == "json" else None
+    st = ArmState(target.layout, out if records is None else None, records=records)
     drive(st, mode, runs, target.layout.ranges())
-    doc = {
-        "schema": "pagewalk.dump",
-        "version": JSON_SCHEMA_VERSION,
-        "arch": mode.arch,
-        "mode": mode.name,
-        "view": view,
-        "root_pa": root,
-        "ranges": records,
-    }
-    out.write(json.dumps(doc, indent=1))
-    out.write("\n")
-    return len(records)
+    return st.lines if records is None else write_json_dump(out, mode, view, root, records)
 
 
 def checkwx(target: Target) -> WxResult:

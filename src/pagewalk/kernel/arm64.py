@@ -11,7 +11,6 @@ FIXADDR_TOT_START (6.12) depend on the kernel configuration: Debian's are the de
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from ..runs import discover, iter_runs
 from ..target import Target, check_root
 from ..ptdump.core import drive
 from ..ptdump.arm64 import Arm64State
-from . import JSON_SCHEMA_VERSION, WxResult
+from . import WxResult, write_json_dump
 
 TOP = 1 << 64
 SZ_8M, SZ_16M, SZ_32M, SZ_128M, SZ_256M, SZ_1G, SZ_2G = 8 << 20, 16 << 20, 32 << 20, 128 << 20, 256 << 20, 1 << 30, 2 << 30
@@ -396,18 +395,7 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     drive(st, mode, runs, ranges)
     if fmt != "json":
         return st.ranges_written
-    doc = {
-        "schema": "pagewalk.dump",
-        "version": JSON_SCHEMA_VERSION,
-        "arch": mode.arch,
-        "mode": mode.name,
-        "view": view,
-        "root_pa": root,
-        "ranges": records,
-    }
-    out.write(json.dumps(doc, indent=1))
-    out.write("\n")
-    return len(records or [])
+    return write_json_dump(out, mode, view, root, records or [])
 
 
 @dataclass

@@ -29,7 +29,6 @@ CONFIG_DEBUG_WX=n, so they print no W+X verdict; `checkwx` runs ptdump_check_wx(
 
 from __future__ import annotations
 
-import json
 from typing import TextIO
 
 import numpy as np
@@ -41,7 +40,7 @@ from ..ptdump.core import drive
 from ..ptdump.ppc64 import Layout, Ppc64State, entry_reader
 from ..runs import iter_runs
 from ..target import Target, check_root
-from . import JSON_SCHEMA_VERSION, WxResult
+from . import WxResult, write_json_dump
 
 # kernel variables the layout or the root is read from; `extract` keeps their pages
 LAYOUT_SYMBOLS = ("process_tb",)
@@ -236,25 +235,10 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     runs = iter_runs(target.mem, mode, root)  # streamed: drive() takes the chunks as they come
     reader = entry_reader(target.mem, mode, root)
     rpn_mask = mode.extra["rpn_mask"]
-    if fmt != "json":
-        st = Ppc64State(target.layout, out, rpn_mask, entry_at=reader)
-        drive(st, mode, runs, target.layout.ranges())
-        return st.lines
-    records: list[dict] = []
-    st = Ppc64State(target.layout, None, rpn_mask, entry_at=reader, records=records)
+    records: list[dict] | None = [] if fmt == "json" else None
+    st = Ppc64State(target.layout, out if records is None else None, rpn_mask, entry_at=reader, records=records)
     drive(st, mode, runs, target.layout.ranges())
-    doc = {
-        "schema": "pagewalk.dump",
-        "version": JSON_SCHEMA_VERSION,
-        "arch": mode.arch,
-        "mode": mode.name,
-        "view": view,
-        "root_pa": root,
-        "ranges": records,
-    }
-    out.write(json.dumps(doc, indent=1))
-    out.write("\n")
-    return len(records)
+    return st.lines if records is None else write_json_dump(out, mode, view, root, records)
 
 
 def checkwx(target: Target) -> WxResult:

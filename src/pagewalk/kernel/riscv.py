@@ -10,7 +10,6 @@ ptdump_check_wx() logic anyway.
 
 from __future__ import annotations
 
-import json
 from typing import TextIO
 
 from ..arch import riscv
@@ -20,7 +19,7 @@ from ..ptdump.core import drive
 from ..ptdump.riscv import Layout, RiscvState, entry_reader
 from ..runs import iter_runs
 from ..target import Target, check_root
-from . import JSON_SCHEMA_VERSION, WxResult
+from . import WxResult, write_json_dump
 
 # kernel variables the layout is read from; `extract` keeps their pages
 LAYOUT_SYMBOLS = ("kernel_map",)
@@ -123,25 +122,10 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     root = target.root(view)
     runs = iter_runs(target.mem, target.mode, root)  # streamed, one drive() per call
     reader = entry_reader(target.mem, target.mode, root)
-    if fmt != "json":
-        st = RiscvState(target.layout, out, entry_at=reader)
-        drive(st, target.mode, runs, target.layout.ranges())
-        return st.lines
-    records: list[dict] = []
-    st = RiscvState(target.layout, None, entry_at=reader, records=records)
+    records: list[dict] | None = [] if fmt == "json" else None
+    st = RiscvState(target.layout, out if records is None else None, entry_at=reader, records=records)
     drive(st, target.mode, runs, target.layout.ranges())
-    doc = {
-        "schema": "pagewalk.dump",
-        "version": JSON_SCHEMA_VERSION,
-        "arch": target.mode.arch,
-        "mode": target.mode.name,
-        "view": view,
-        "root_pa": root,
-        "ranges": records,
-    }
-    out.write(json.dumps(doc, indent=1))
-    out.write("\n")
-    return len(records)
+    return st.lines if records is None else write_json_dump(out, target.mode, view, root, records)
 
 
 def checkwx(target: Target) -> WxResult:

@@ -22,7 +22,6 @@ area's size, NR_CPUS * sizeof(struct lowcore); default 256, Debian's).
 
 from __future__ import annotations
 
-import json
 from typing import TextIO
 
 from ..arch import s390
@@ -33,7 +32,7 @@ from ..ptdump.core import drive
 from ..ptdump.s390 import SIZEOF_LOWCORE, Layout, S390State
 from ..runs import iter_runs
 from ..target import Target, check_root
-from . import JSON_SCHEMA_VERSION, WxResult
+from . import WxResult, write_json_dump
 
 PAGE_SHIFT = 12
 
@@ -165,18 +164,10 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     if mode is not target.mode:  # another view's ASCE type: its own max_addr
         layout = Layout(max_addr=mode.top_span, values=layout.values, abs_lowcore_size=layout.abs_lowcore_size,
                         modes=layout.modes)
-    if fmt != "json":
-        st = S390State(layout, out)
-        drive(st, mode, runs, layout.ranges())
-        return st.lines
-    records: list[dict] = []
-    st = S390State(layout, None, records=records)
+    records: list[dict] | None = [] if fmt == "json" else None
+    st = S390State(layout, out if records is None else None, records=records)
     drive(st, mode, runs, layout.ranges())
-    doc = {"schema": "pagewalk.dump", "version": JSON_SCHEMA_VERSION, "arch": mode.arch, "mode": mode.name,
-           "view": view, "root_pa": root, "ranges": records}
-    out.write(json.dumps(doc, indent=1))
-    out.write("\n")
-    return len(records)
+    return st.lines if records is None else write_json_dump(out, mode, view, root, records)
 
 
 def lowcore_exempt(target: Target) -> bool:

@@ -21,7 +21,7 @@ from ..mode import Kind, PagingMode
 from ..ptdump.x86 import Layout, format_fast
 from ..runs import iter_runs, root_runs
 from ..target import Target, check_root
-from . import JSON_SCHEMA_VERSION, WxResult
+from . import WxResult, json_head
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map
 # kernel variables the layout is read from (KASLR bases); `extract` keeps their pages
@@ -220,15 +220,7 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     runs = iter_runs(target.mem, mode, root)  # streamed: the text is written as the walk goes
     if fmt != "json":
         return format_fast(mode, runs, target.layout, out).ranges_written
-    head = {
-        "schema": "pagewalk.dump",
-        "version": JSON_SCHEMA_VERSION,
-        "arch": target.mode.arch,
-        "mode": target.mode.name,
-        "view": view,
-        "root_pa": root,
-    }
-    out.write(json.dumps(head)[:-1] + ', "ranges": [\n')
+    out.write(json.dumps(json_head(target.mode, view, root))[:-1] + ', "ranges": [\n')
     st = format_fast(mode, runs, target.layout, out, json_records=True)
     out.write("\n]}\n")
     return st.ranges_written

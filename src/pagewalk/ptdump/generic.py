@@ -24,7 +24,6 @@ what is a leaf above the PTE level is its `p?d_leaf()` (the mode's classify()).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -224,11 +223,7 @@ def dump(
     lines = lines_of(mode, root_runs(mem, mode, root_pa), sections)
     if fmt != "json":
         return write_text(lines, out, va_bits)
-    from ..kernel import JSON_SCHEMA_VERSION
+    from ..kernel import write_json_dump
 
     recs = records(lines, mode)
-    doc = {"schema": "pagewalk.dump", "version": JSON_SCHEMA_VERSION, "arch": mode.arch, "mode": mode.name,
-           "view": view, "root_pa": root_pa, "format": "generic", "ranges": recs}
-    out.write(json.dumps(doc, indent=1))
-    out.write("\n")
-    return len(recs)
+    return write_json_dump(out, mode, view, root_pa, recs, format="generic")
