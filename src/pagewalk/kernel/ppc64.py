@@ -36,8 +36,8 @@ import numpy as np
 from ..arch import ppc64
 from ..errors import MemoryReadError, RootError, UsageError
 from ..memory.base import MappedMemory
-from ..ptdump.core import drive
-from ..ptdump.ppc64 import Layout, Ppc64State, entry_reader
+from ..ptdump.core import drive, entry_reader
+from ..ptdump.ppc64 import Layout, Ppc64State
 from ..runs import iter_runs
 from ..target import Target, check_root
 from . import WxResult, write_json_dump

@@ -15,8 +15,8 @@ from typing import TextIO
 from ..arch import riscv
 from ..errors import RootError, UsageError
 from ..memory.base import MappedMemory
-from ..ptdump.core import drive
-from ..ptdump.riscv import Layout, RiscvState, entry_reader
+from ..ptdump.core import drive, entry_reader
+from ..ptdump.riscv import Layout, RiscvState
 from ..runs import iter_runs
 from ..target import Target, check_root
 from . import WxResult, write_json_dump

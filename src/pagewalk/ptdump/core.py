@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
+import numpy as np
+
 from ..bits import align_up
-from ..mode import PagingMode
+from ..errors import MemoryReadError
+from ..mode import Kind, PagingMode
 from ..runs import SKIP_KLEVEL, Runs, with_ends
 
 TOP = 1 << 64
@@ -151,3 +154,32 @@ def _note_extent(state: NoteState, ext: tuple[int, int, int, int, int, int, int]
             break
         state.note(p, klevel, val, key, eff)
         last = p
+
+
+def entry_reader(mem, mode: PagingMode, root: int) -> Callable[[int, int], int]:
+    """(va, note_page level) -> the raw entry the kernel's walker reports there (0 if none).
+
+    For the PA column when a marker splits a run (riscv, powerpc): the kernel's note_page() takes
+    the PA of the entry at the marker, not of the run's first entry. One entry per level is read.
+    """
+    order = "little" if mode.byteorder == "<" else "big"
+
+    def read(va: int, klevel: int) -> int:
+        off = mode.table_offset(va)
+        table = root
+        for i, lvl in enumerate(mode.levels):
+            idx = (off >> lvl.shift) & (lvl.entries - 1)
+            try:
+                e = int.from_bytes(mem.read(table + idx * mode.entry_bytes, mode.entry_bytes), order)
+            except MemoryReadError:
+                return 0
+            kind, out = mode.classify(i, np.array([e], dtype=np.uint64))
+            k = int(kind[0])
+            if lvl.klevel == klevel and k == Kind.LEAF:
+                return e
+            if k != Kind.TABLE:
+                return 0
+            table = int(out[0])
+        return 0
+
+    return read

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-import numpy as np
 
 from ..arch.ppc64 import (
     _PAGE_ACCESSED,
@@ -41,8 +40,6 @@ from ..arch.ppc64 import (
     H_PAGE_HASHPTE_4K,
     QUADRANT3,
 )
-from ..errors import MemoryReadError
-from ..mode import Kind, PagingMode
 from ..runs import MISSING_BASE
 from .core import MarkerState
 
@@ -185,35 +182,6 @@ def h_vmemmap_start(page_shift: int) -> int:
     if page_shift >= 16:
         return 0xC008000000000000 + 2 * (1 << 49)
     return 0xC0003D0000000000 + 2 * (1 << 40)
-
-
-def entry_reader(mem, mode: PagingMode, root: int) -> Callable[[int, int], int]:
-    """(va, note_page level) -> the raw entry the kernel's walker reports there (0 if none).
-
-    For the PA column when a marker splits a run: note_page_update_state() takes the PA of the
-    entry at the marker, not of the run's first entry.
-    """
-    order = "little" if mode.byteorder == "<" else "big"
-
-    def read(va: int, klevel: int) -> int:
-        off = mode.table_offset(va)
-        table = root
-        for i, lvl in enumerate(mode.levels):
-            idx = (off >> lvl.shift) & (lvl.entries - 1)
-            try:
-                e = int.from_bytes(mem.read(table + idx * mode.entry_bytes, mode.entry_bytes), order)
-            except MemoryReadError:
-                return 0
-            kind, out = mode.classify(i, np.array([e], dtype=np.uint64))
-            k = int(kind[0])
-            if lvl.klevel == klevel and k == Kind.LEAF:
-                return e
-            if k != Kind.TABLE:
-                return 0
-            table = int(out[0])
-        return 0
-
-    return read
 
 
 class Ppc64State(MarkerState):

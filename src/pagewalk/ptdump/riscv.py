@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-import numpy as np
 
 from ..arch.riscv import (
     _PAGE_ACCESSED,
@@ -32,8 +31,6 @@ from ..arch.riscv import (
     _PAGE_USER,
     _PAGE_WRITE,
 )
-from ..errors import MemoryReadError
-from ..mode import Kind, PagingMode
 from ..runs import MISSING_BASE
 from .core import MarkerState
 
@@ -184,35 +181,6 @@ def prot_text(prot: int, xlen: int = 64) -> str:
                     (_PAGE_EXEC, "X"), (_PAGE_WRITE, "W"), (_PAGE_READ, "R"), (_PAGE_PRESENT, "V")):
         out.append(ch if prot & bit else ".")
     return "".join(" " + s for s in out)
-
-
-def entry_reader(mem, mode: PagingMode, root: int) -> Callable[[int, int], int]:
-    """(va, note_page level) -> the raw entry the kernel's walker reports there (0 if none).
-
-    Used for the PA column when a marker splits a run: the kernel prints the PA of the entry at
-    the marker, not of the run's first entry.
-    """
-
-    def read(va: int, klevel: int) -> int:
-        off = mode.table_offset(va)
-        table = root
-        for i, lvl in enumerate(mode.levels):
-            idx = (off >> lvl.shift) & (lvl.entries - 1)
-            try:
-                raw = mem.read(table + idx * mode.entry_bytes, mode.entry_bytes)
-            except MemoryReadError:
-                return 0
-            e = int.from_bytes(raw, "little" if mode.byteorder == "<" else "big")
-            kind, out = mode.classify(i, np.array([e], dtype=np.uint64))
-            k = int(kind[0])
-            if lvl.klevel == klevel and k == Kind.LEAF:
-                return e
-            if k != Kind.TABLE:
-                return 0
-            table = int(out[0])
-        return 0
-
-    return read
 
 
 class RiscvState(MarkerState):
