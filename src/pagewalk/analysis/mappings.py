@@ -72,15 +72,56 @@ STATUS_NAMES = ("mapped", "fault", "missing", "unwalked")
 
 @dataclass(frozen=True)
 class Bit:
-    """A test on a word: true where `word & mask == value` (mask 0: always true)."""
+    """A test on a word: true where `word & mask == value` (mask 0: always true with value 0,
+    never with another value: `NEVER`).
+
+    Optional, for architectures whose bits move with the level or live in the entry only:
+    `entry` tests the raw leaf entry instead of the effective permission word (arm short
+    descriptors: Linux's software PTE bits; `also`, a test on the permission word it must pass
+    as well: a table's PXN over them), and `at` gives per-level overrides as
+    (level, Bit) pairs, the level an index into `mode.levels` (negative from the bottom: -1 is
+    the last level), e.g. s390, whose PTE invalid bit is the large-page bit one level up. For
+    `valid` an override may also be a function of the entries (mips64: a table pointer is
+    valid unless it points at the next level's invalid table).
+    `test()` applies both; calling the Bit applies its own mask only (the same at every level).
+    """
 
     mask: int
     value: int
+    entry: bool = False
+    at: tuple[tuple[int, Bit | Callable[[np.ndarray], np.ndarray]], ...] = ()
+    also: Bit | None = None
 
     def __call__(self, word: np.ndarray) -> np.ndarray:
         if not self.mask:
-            return np.ones(np.shape(word), bool)
+            return np.full(np.shape(word), self.value == 0, bool)
         return (np.asarray(word, U64) & U64(self.mask)) == U64(self.value)
+
+    def for_level(self, level: int, nlevels: int) -> Bit | Callable[[np.ndarray], np.ndarray]:
+        """The Bit that applies to entries of level `level` (an override of `at`, or this one)."""
+        for lv, bit in self.at:
+            if lv % nlevels == level:
+                return bit
+        return self
+
+    def test(self, perm: np.ndarray, entry: np.ndarray, level: np.ndarray | None = None, nlevels: int = 0) -> np.ndarray:
+        """The test on arrays of intervals: the permission word or the entry (see `entry`), with
+        the per-level overrides where `level` (the intervals' levels) is given."""
+        out = self._one(perm, entry)
+        if self.at and level is not None and nlevels:
+            level = np.asarray(level)
+            for lv, bit in self.at:
+                sel = level == lv % nlevels
+                if sel.any():
+                    out = np.where(sel, bit._one(perm, entry), out)
+        return out
+
+    def _one(self, perm: np.ndarray, entry: np.ndarray) -> np.ndarray:
+        out = self(entry if self.entry else perm)
+        return out if self.also is None else out & self.also(perm)
+
+
+NEVER = Bit(0, 1)  # a right the architecture does not have (s390's user bit: user mode has its own ASCE)
 
 
 @dataclass(frozen=True)
@@ -104,6 +145,7 @@ class ArchBits:
     implicit_pxn_if_user_write: bool = False  # arm64: EL0-writable is never EL1-executable
     napot_bit: int = 0  # riscv Svnapot: a 4 KiB leaf whose PA takes VA bits 15:12
     napot_shift: int = 16
+    kernel_va_start: int | None = None  # first VA of the kernel's part (default: the upper half, 1 << 63)
 
 
 # SDM Vol. 3A §4.6. SMEP is assumed (Linux sets CR4.SMEP whenever the CPU has it): the kernel
@@ -162,8 +204,11 @@ ARCH_BITS: dict[str, ArchBits] = {
 def arch_bits(mode: PagingMode) -> ArchBits:
     """The ArchBits of a mode's architecture (PagewalkError for one the analyses do not know).
 
-    An architecture module can bring its own: `mode.extra["arch_bits"]` (an ArchBits) wins."""
+    An architecture module can bring its own: `mode.extra["arch_bits"]` (an ArchBits, or a
+    function of the mode returning one, so that the module need not import this one) wins."""
     own = mode.extra.get("arch_bits") if isinstance(getattr(mode, "extra", None), dict) else None
+    if callable(own) and not isinstance(own, ArchBits):
+        own = own(mode)
     if isinstance(own, ArchBits):
         return own
     try:
@@ -197,8 +242,9 @@ class Perms:
         return c
 
 
-def decode(mode: PagingMode, perm: np.ndarray, entry: np.ndarray) -> Perms:
-    """The rights an effective permission word and a leaf entry give (arrays in, arrays out).
+def decode(mode: PagingMode, perm: np.ndarray, entry: np.ndarray, level: np.ndarray | None = None) -> Perms:
+    """The rights an effective permission word and a leaf entry give (arrays in, arrays out);
+    `level`, the leaves' levels, for the architectures whose bits depend on it (Bit.at).
 
     >>> p = decode(X86_64_4LEVEL, np.array([2], np.uint64), np.array([0x103], np.uint64))  # doctest: +SKIP
     >>> bool(p.write[0]), bool(p.kexec[0]), bool(p.glob[0])  # doctest: +SKIP
@@ -207,12 +253,20 @@ def decode(mode: PagingMode, perm: np.ndarray, entry: np.ndarray) -> Perms:
     b = arch_bits(mode)
     perm = np.asarray(perm, U64)
     entry = np.asarray(entry, U64)
-    user = b.user(perm)
-    write = b.write(perm)
-    kexec = b.kexec(perm)
+    n = len(mode.levels)
+
+    def t(bit: Bit, word: np.ndarray) -> np.ndarray:
+        if not bit.entry and not bit.at and bit.also is None:
+            return bit(word)  # the common case: one mask for every level
+        return bit.test(perm, entry, level, n)
+
+    user = t(b.user, perm)
+    write = t(b.write, perm)
+    kexec = t(b.kexec, perm)
     if b.implicit_pxn_if_user_write:
         kexec = kexec & ~(user & write)
-    return Perms(user=user, read=b.read(perm), write=write, kexec=kexec, uexec=b.uexec(perm), glob=b.glob(entry))
+    return Perms(user=user, read=t(b.read, perm), write=write, kexec=kexec, uexec=t(b.uexec, perm),
+                 glob=b.glob.test(entry, entry, level, n) if b.glob.at else b.glob(entry))
 
 
 def perm_strings(p: Perms) -> list[str]:
@@ -285,7 +339,7 @@ class Mappings:
     @property
     def perms(self) -> Perms:
         if self._perms is None:
-            self._perms = decode(self.mode, self.perm, self.entry)
+            self._perms = decode(self.mode, self.perm, self.entry, self.level)
         return self._perms
 
     @property
@@ -350,7 +404,7 @@ class _Items:
 
 
 def _coalesce(mode: PagingMode, keymask: int, table: np.ndarray | None, c: dict[str, np.ndarray],
-              split_at: int | None = None) -> tuple[np.ndarray | None, dict]:
+              split_at: list[int] | None = None) -> tuple[np.ndarray | None, dict]:
     """Merge neighbours (within each table when `table` is given; see the module docstring); `c`
     the columns in (table, off) order, consumed. Returns the tables of the kept items and the columns."""
     off, size, pa, rep, st, ent = c["off"], c["size"], c["pa"], c["repeat"], c["status"], c["entry"]
@@ -368,8 +422,8 @@ def _coalesce(mode: PagingMode, keymask: int, table: np.ndarray | None, c: dict[
     adj &= c["level"][b] == c["level"][a]
     adj &= c["perm"][b] == c["perm"][a]
     adj &= ((ent[b] ^ ent[a]) & U64(keymask)) == 0
-    if split_at is not None:
-        adj &= off[b] != U64(split_at)
+    for s_off in split_at or ():  # VA windows: contiguous offsets, not contiguous VAs
+        adj &= off[b] != U64(s_off)
     if not adj.any():
         return table, c
     single = (~rep) & (size == spans[c["level"].astype(np.intp)])
@@ -464,7 +518,7 @@ def _bottom(mem: MappedMemory, mode: PagingMode, lt: LevelTables, bits: ArchBits
         e = ent.astype(U64, copy=False)
         hwk, out = mode.hw_classify(i, e)
         leaf = hwk == HwKind.LEAF
-        sel = (leaf | ((hwk == HwKind.FAULT) & bits.valid(e))) & ok[:, None]
+        sel = (leaf | ((hwk == HwKind.FAULT) & bits.valid.for_level(i, len(mode.levels))(e))) & ok[:, None]
         idx = np.flatnonzero(sel)
         del sel, hwk
         slot_off = (idx % N).astype(U64) << U64(lvl.shift)
@@ -517,8 +571,9 @@ def _upper(mode: PagingMode, i: int, lt: LevelTables, child_ok: np.ndarray, chil
     tab_ok = walk.copy()
     tab_ok[walk] = child_ok[cidx[walk]]
     missing = walk & ~tab_ok
-    fault = (hwk == HwKind.FAULT) & bits.valid(ent) & okrow
-    unwalked = ((kind == Kind.HOLE) | (kind == Kind.SKIP)) & (hwk != HwKind.FAULT) & okrow
+    valid = bits.valid.for_level(i, len(mode.levels))
+    fault = (hwk == HwKind.FAULT) & valid(ent) & okrow
+    unwalked = ((kind == Kind.HOLE) | (kind == Kind.SKIP)) & (hwk != HwKind.FAULT) & valid(ent) & okrow
     own = leaf | missing | fault | unwalked
     ccount = np.zeros(n * N, np.int64)
     ccount[tab_ok] = child.count[cidx[tab_ok]]
@@ -577,8 +632,7 @@ def _upper(mode: PagingMode, i: int, lt: LevelTables, child_ok: np.ndarray, chil
             c[name][dst] = child.cols[name][src]
         c["child"][dst] = child.cols["child"][src] if "child" in child.cols else -1
         c["perm"][dst] = mode.perm_combine(parent_perm, child.cols["perm"][src])
-    split = (1 << (mode.va_bits - 1)) if (root and mode.canonical) else None
-    t, c = _coalesce(mode, keymask, r_table, c, split_at=split)
+    t, c = _coalesce(mode, keymask, r_table, c, split_at=window_offsets(mode)[1:] if root else None)
     return _finish(c, t, n, mode, i, max_intervals)
 
 
@@ -678,21 +732,35 @@ def compute(mem: MappedMemory, mode: PagingMode, root_pa: int, view: str | None 
                            root=(i == 0))
     c = _flatten(mode, levels, max_intervals)
     del levels
-    split = (1 << (mode.va_bits - 1)) if mode.canonical else None
-    _, c = _coalesce(mode, keymask, None, c, split_at=split)
+    _, c = _coalesce(mode, keymask, None, c, split_at=window_offsets(mode)[1:])
     va = to_va(mode, c.pop("off"))
     return Mappings(mode, root_pa, view, va, c["size"], c["pa"], c["level"], c["entry"], c["perm"], c["repeat"],
                     c["status"])
 
 
+def _windows(mode: PagingMode) -> list[tuple[int, int]]:
+    """(offset in the root table's span, VA) of the start of each of the mode's VA windows
+    (`mode.va_windows()`: both canonical halves, arm64 TTBR1, ppc64 quadrant 3, mips64 XKSEG and
+    CKSSEG), by offset."""
+    out = sorted({(mode.table_offset(va0 % TOP), va0 % TOP) for va0, _ in mode.va_windows()})
+    return out or [(0, mode.canonical_va(0) % TOP)]
+
+
+def window_offsets(mode: PagingMode) -> list[int]:
+    """Offsets in the root table's span where a VA window starts (the first is the lowest)."""
+    return [o for o, _ in _windows(mode)]
+
+
 def to_va(mode: PagingMode, off: np.ndarray) -> np.ndarray:
-    """Virtual addresses of offsets in the root table's span (canonical / TTBR1 numbering)."""
+    """Virtual addresses of offsets in the root table's span, through the mode's VA windows
+    (canonical halves, TTBR1 numbering, mips64's XKSEG and compatibility segments)."""
     off = np.asarray(off, U64)
-    half = 1 << (mode.va_bits - 1)
-    lo_add = mode.canonical_va(0) % TOP
-    hi_add = (mode.canonical_va(half) - half) % TOP
+    wins = _windows(mode)
     with np.errstate(over="ignore"):
-        return off + np.where(off >= U64(half), U64(hi_add), U64(lo_add))
+        out = off + U64((wins[0][1] - wins[0][0]) % TOP)
+        for o0, va0 in wins[1:]:
+            out = np.where(off >= U64(o0), off + U64((va0 - o0) % TOP), out)
+    return out
 
 
 def mappings(target, view: str = "kernel", **kw) -> Mappings:
@@ -706,10 +774,12 @@ def mappings(target, view: str = "kernel", **kw) -> Mappings:
 
 def kernel_half_start(mode: PagingMode) -> int:
     """First VA of the kernel's half: the upper half of a 64-bit space (x86-64, arm64 TTBR1,
-    riscv64); riscv32's kernel starts at PAGE_OFFSET, 0xC0000000 by default."""
+    riscv64); riscv32's kernel starts at PAGE_OFFSET, 0xC0000000 by default; an architecture's
+    ArchBits.kernel_va_start when it gives one."""
     if mode.arch == "riscv32":
         return 0xC0000000
-    return 1 << 63
+    start = arch_bits(mode).kernel_va_start
+    return (1 << 63) if start is None else start
 
 
 Decoder = Callable[[PagingMode, np.ndarray, np.ndarray], Perms]

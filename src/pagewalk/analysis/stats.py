@@ -96,7 +96,7 @@ def _entry_counts(mode, i: int, e: np.ndarray, kind: np.ndarray | None, valid) -
     }
     if kind is not None:
         table = (kind == Kind.TABLE) & (hwk == HwKind.TABLE)
-        hidden = ((kind == Kind.HOLE) | (kind == Kind.SKIP)) & (hwk != HwKind.FAULT) & ~empty
+        hidden = ((kind == Kind.HOLE) | (kind == Kind.SKIP)) & (hwk != HwKind.FAULT) & ~empty & v
         out["table"] = int(table.sum())
         out["hidden"] = int(hidden.sum())
     else:
@@ -122,13 +122,13 @@ def stats(target, view: str = "kernel", *, top_shared: int = 10) -> Stats:
         lvl = mode.levels[i]
         tb = lvl.entries * mode.entry_bytes
         if lt.entries is not None:
-            counts = _entry_counts(mode, i, lt.entries[lt.ok], lt.kind[lt.ok], valid)
+            counts = _entry_counts(mode, i, lt.entries[lt.ok], lt.kind[lt.ok], valid.for_level(i, len(tables)))
         else:
             counts = {"empty": 0, "leaf": 0, "not_present": 0, "reserved": 0, "table": 0, "hidden": 0}
             pas = lt.pas[lt.ok]
             for c0 in range(0, len(pas), 1024):
                 ent, _ = mem.gather_tables(pas[c0 : c0 + 1024], lvl.entries, mode.dtype)
-                for k, v in _entry_counts(mode, i, ent, None, valid).items():
+                for k, v in _entry_counts(mode, i, ent, None, valid.for_level(i, len(tables))).items():
                     counts[k] += v
         sh = refs > 1
         for t in np.flatnonzero(sh).tolist():

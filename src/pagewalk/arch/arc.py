@@ -177,7 +177,49 @@ def make_mode(config: ArcConfig | str = DEFAULT_CONFIG, byteorder: str = "<") ->
         fault_reason=lambda code: _REASONS.get(code, "fault"),
         describe=lambda level_name, entry: describe(entry, level_name == "pte" or bool(
             hw_sz and entry & hw_sz and level_name == names[pmd_level]), flags, page_low),
-        extra={"config": cfg, "present": present, "generic_flags": flags, "perm_text": perm_text},
+        extra={"config": cfg, "present": present, "generic_flags": flags, "perm_text": perm_text,
+               "arch_bits": arch_bits},
+    )
+
+
+def arch_bits(mode: PagingMode):
+    """The analyses' ArchBits (pagewalk.analysis.mappings), imported only when an analysis runs.
+
+    The permission word is the PTE's own bits (perm(): no hierarchical permissions). tlbex.S
+    CONV_PTE_TO_TLB copies _PAGE_READ/_WRITE/_EXECUTE into TLBPD1's kernel permissions (Kr Kw Kx)
+    and, for a page without _PAGE_GLOBAL, into the user ones (Ur Uw Ux) too: a global page is
+    the kernel's only, a non-global one user mode's as well. _PAGE_PRESENT is the TLB's valid
+    bit; _PAGE_ACCESSED and _PAGE_DIRTY are status; _PAGE_CACHEABLE the memory type. The kernel's
+    translated addresses start at VMALLOC_START (asm/processor.h: user space ends below it). An
+    upper entry is valid when not zero (tlbex.S takes the slow path on 0), a super-page PMD
+    (_PAGE_HW_SZ) when _PAGE_PRESENT is set.
+    """
+    from ..analysis.mappings import ArchBits, Bit
+
+    n = len(mode.levels)
+    hw_sz = _PAGE_HW_SZ if mode.extra["config"].mmu_v4 else 0
+
+    def upper_valid(level: int):
+        def valid(e: np.ndarray) -> np.ndarray:
+            e = np.asarray(e, dtype=U64)
+            ok = e != _u(0)
+            if hw_sz and level == n - 2:  # the pmd: pmd_leaf() is _PAGE_HW_SZ
+                ok = np.where((e & _u(hw_sz)) != 0, (e & _u(_PAGE_PRESENT)) != 0, ok)
+            return ok
+
+        return valid
+
+    return ArchBits(
+        valid=Bit(_PAGE_PRESENT, _PAGE_PRESENT, at=tuple((i, upper_valid(i)) for i in range(n - 1))),
+        user=Bit(_PAGE_GLOBAL, 0),
+        read=Bit(_PAGE_READ, _PAGE_READ),
+        write=Bit(_PAGE_WRITE, _PAGE_WRITE),
+        kexec=Bit(_PAGE_EXECUTE, _PAGE_EXECUTE),
+        uexec=Bit(_PAGE_EXECUTE | _PAGE_GLOBAL, _PAGE_EXECUTE),
+        glob=Bit(_PAGE_GLOBAL, _PAGE_GLOBAL),
+        status_mask=_PAGE_ACCESSED | _PAGE_DIRTY,
+        memtype_mask=_PAGE_CACHEABLE,
+        kernel_va_start=VMALLOC_START,
     )
 
 

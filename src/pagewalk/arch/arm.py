@@ -280,7 +280,7 @@ def short_mode(n: int = 0, *, linux: bool = True, pxn: bool = True, afe: bool = 
         fault_reason=lambda code: _REASONS.get(code, "fault"),
         describe=lambda level_name, entry: describe_short(level_name, entry, pxn=pxn),
         extra={"format": "short", "linux": linux, "leaf_pa": leaf_pa, "perm_text": lambda p: perm_text_short(p, dacr), "n": n,
-               "upper": upper, "afe": afe, "pxn": pxn, "dacr": dacr},
+               "upper": upper, "afe": afe, "pxn": pxn, "dacr": dacr, "arch_bits": arch_bits},
         va_base=(TOP - (1 << 32)) if upper else 0,
     )
 
@@ -450,11 +450,75 @@ def lpae_mode(tsz: int = 0, *, upper: bool = False, linux: bool = True) -> ArmMo
         fault_reason=lambda code: _REASONS.get(code, "fault"),
         describe=describe_lpae,
         extra={"format": "lpae", "linux": linux, "leaf_pa": leaf_pa, "perm_text": perm_text_lpae, "tsz": tsz,
-               "upper": upper, "first_level": first + 1},
+               "upper": upper, "first_level": first + 1, "arch_bits": arch_bits},
         va_base=(TOP - (1 << va_bits)) if upper else 0,
     )
 
 
+
+# -- what the bits mean to the analyses --------------------------------------------------------------
+
+def _type_not_fault(e: np.ndarray) -> np.ndarray:
+    """Short descriptors whose type bits[1:0] are not 0b00 (B3.5.1)."""
+    return (np.asarray(e, dtype=U64) & _u(SD_TYPE_MASK)) != 0
+
+
+def arch_bits(mode: PagingMode):
+    """The analyses' ArchBits (pagewalk.analysis.mappings) of an arm mode, imported only when an
+    analysis runs.
+
+    The permission word is perm()'s, folded by perm_combine(): PERM_AP2/AP1/AP0, XN, PXN (B3.7.1
+    table B3-8: PL1 may write when AP[2] is clear and AP[0] set, PL0 may access when AP[1] is
+    set; LPAE: AP[2:1] with APTable, B3.6.1). With short descriptors read as Linux walks them,
+    the second level holds Linux's *software* PTEs (pgtable-2level.h: L_PTE_RDONLY, L_PTE_USER,
+    L_PTE_XN; the hardware copy 2048 bytes further is derived from them by
+    cpu_v7_set_pte_ext()), so that level's rights are tested on the entry itself, as dump.c's
+    W+X check tests them (pte_bits[]: "ro" L_PTE_RDONLY, "NX" L_PTE_XN), the kernel's execution
+    also under the page table's PXN (user page tables get PMD_PXNTABLE when the CPU has PXN:
+    mmu.c, user_pmd_table). Global: nG clear
+    (section bit 17, page bit 11, LPAE bit 11); a Linux PTE is made nG only for user pages
+    below TASK_SIZE (set_pte_at()), taken here as "L_PTE_USER clear".
+    """
+    from ..analysis.mappings import ArchBits, Bit
+
+    if mode.extra["format"] == "lpae":
+        return ArchBits(
+            valid=Bit(LD_VALID, LD_VALID),
+            user=Bit(PERM_AP1 | PERM_NO_PL0, PERM_AP1),
+            read=Bit(0, 0),
+            write=Bit(PERM_AP2 | PERM_NO_WRITE, 0),
+            kexec=Bit(PERM_XN | PERM_PXN, 0),
+            uexec=Bit(PERM_XN | PERM_AP1 | PERM_NO_PL0, PERM_AP1),
+            glob=Bit(LD_NG, 0),
+            status_mask=LD_AF | L_PTE_DIRTY_3L,
+            memtype_mask=LD_ATTRINDX_MASK,
+        )
+    last = len(mode.levels) - 1
+    hw = {
+        # valid: descriptor type not 0b00 (B3.5.1: a fault entry); a valid one may still fault
+        # (Access flag, 0b11 without the PXN extension)
+        "valid": Bit(SD_TYPE_MASK, 0, at=tuple((lv, _type_not_fault) for lv in range(last + 1))),
+        "user": Bit(PERM_AP1, PERM_AP1),
+        "read": Bit(0, 0),
+        # with SCTLR.AFE, AP[0] is the Access flag and AP[2] alone says read-only (B3.7.1)
+        "write": Bit(PERM_AP2, 0) if mode.extra["afe"] else Bit(PERM_AP2 | PERM_AP0, PERM_AP0),
+        "kexec": Bit(PERM_XN | PERM_PXN, 0),
+        "uexec": Bit(PERM_XN | PERM_AP1, PERM_AP1),
+        "glob": Bit(SD_SECT_NG, 0, at=((last, Bit(SD_L2_NG, 0)),)),
+    }
+    if mode.extra["linux"]:  # the second level is Linux's software PTE table
+        def sw(bit: Bit, own: Bit) -> Bit:
+            return Bit(bit.mask, bit.value, entry=bit.entry, at=tuple(a for a in bit.at if a[0] != last) + ((last, own),))
+
+        hw.update(
+            valid=sw(hw["valid"], Bit(L_PTE_PRESENT, L_PTE_PRESENT, entry=True)),
+            user=sw(hw["user"], Bit(L_PTE_USER_2L, L_PTE_USER_2L, entry=True)),
+            write=sw(hw["write"], Bit(L_PTE_RDONLY_2L, 0, entry=True)),
+            kexec=sw(hw["kexec"], Bit(L_PTE_XN_2L, 0, entry=True, also=Bit(PERM_PXN, 0))),
+            uexec=sw(hw["uexec"], Bit(L_PTE_XN_2L | L_PTE_USER_2L, L_PTE_USER_2L, entry=True)),
+            glob=sw(hw["glob"], Bit(L_PTE_USER_2L, 0, entry=True)),
+        )
+    return ArchBits(**hw, status_mask=0, memtype_mask=0)
 
 
 # -- registers ---------------------------------------------------------------------------------------

@@ -334,8 +334,55 @@ def make_mode(
             "generic_flags": flags,
             "perm_text": lambda p: perm_text(p, bits),
             "entry_pa": lambda e: (e >> pfn_shift) << ps,
+            "arch_bits": arch_bits,
         },
         windows=windows if windows is not None else kernel_windows(va_bits),
+    )
+
+
+def arch_bits(mode: PagingMode):
+    """The analyses' ArchBits (pagewalk.analysis.mappings), imported only when an analysis runs.
+
+    The permission word is the PTE's own bits (perm(): no hierarchical permissions), from the
+    mode's configuration (pgtable-bits.h): writable is _PAGE_WRITE (the fault handler sets the
+    EntryLo D bit, _PAGE_DIRTY, on the first write: PAGE_KERNEL has both), readable and
+    executable unless _PAGE_NO_READ / _PAGE_NO_EXEC (RI/XI: without them, as on the 5Kc,
+    _PAGE_NO_EXEC is 0 and everything is executable), global is EntryLo G (_PAGE_GLOBAL). Who
+    may access is the segment's business, not the entry's (MIPS64 PRA §4.3: XKSEG, CKSSEG and
+    XKPHYS are kernel-only): no user bit. A valid entry is EntryLo V (_PAGE_VALID) in a leaf;
+    a table pointer is valid unless it is p?d_none(): 0 or the next level's invalid_*_table,
+    which the refill handler follows to PTEs that are all invalid (pgtable-64.h). _PAGE_ACCESSED
+    and _PAGE_MODIFIED are status.
+    """
+    from ..analysis.mappings import NEVER, ArchBits, Bit
+
+    b = mode.extra["bits"]
+    n = len(mode.levels)
+    roles = _ROLES[n]
+    inv = mode.extra["invalid_tables"]
+    huge = b.get("_PAGE_HUGE", 0)
+
+    def pointer_valid(empty: int):
+        def valid(e: np.ndarray) -> np.ndarray:
+            e = np.asarray(e, dtype=U64)
+            ok = (e != _u(0)) & (e != _u(empty))
+            if huge:  # a huge PMD is a leaf: EntryLo V decides
+                ok = np.where((e & _u(huge)) != 0, (e & _u(b["_PAGE_VALID"])) != 0, ok)
+            return ok
+
+        return valid
+
+    return ArchBits(
+        valid=Bit(b["_PAGE_VALID"], b["_PAGE_VALID"],
+                  at=tuple((i, pointer_valid(inv.get(roles[i + 1], 0))) for i in range(n - 1))),
+        user=NEVER,
+        read=Bit(b["_PAGE_NO_READ"] if b["_PAGE_NO_EXEC"] else 0, 0),  # _PAGE_NO_READ counts only with RI/XI
+        write=Bit(b["_PAGE_WRITE"], b["_PAGE_WRITE"]),
+        kexec=Bit(b["_PAGE_NO_EXEC"], 0),
+        uexec=NEVER,
+        glob=Bit(b["_PAGE_GLOBAL"], b["_PAGE_GLOBAL"]),
+        status_mask=b["_PAGE_ACCESSED"] | b["_PAGE_MODIFIED"],
+        memtype_mask=b["_CACHE_MASK"],
     )
 
 

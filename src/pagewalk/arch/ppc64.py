@@ -298,8 +298,33 @@ def _book3s_mode(va_bits: int, bits: tuple[int, ...], mmu: str) -> Ppc64Mode:
         fault_reason=lambda code: _REASONS.get(code, "fault"),
         describe=lambda level_name, entry: describe(entry, level_name == "pte", radix),
         extra={"perm_text": perm_text, "page_shift": page_shift, "rpn_mask": rpn_mask, "rts": rts, "rpds": rpds,
-               "mmu": mmu},
+               "mmu": mmu, "arch_bits": arch_bits},
         nls=tuple(nls),
+    )
+
+
+def arch_bits(mode: PagingMode):
+    """The analyses' ArchBits (pagewalk.analysis.mappings), imported only when an analysis runs.
+
+    The permission word is the leaf's EAA (perm(); radix has no hierarchical permissions): ISA
+    "Storage Protection" / pgtable.h: _PAGE_PRIVILEGED makes the page the kernel's only, the
+    kernel executes only privileged pages (KUEP), user mode only non-privileged ones; read and
+    write are _PAGE_READ / _PAGE_WRITE. No global bit (PID-tagged TLB; quadrant 3 is the
+    kernel's). R and C (_PAGE_ACCESSED, _PAGE_DIRTY) are status; ATT the memory type. The same
+    bits in the Linux tables of a hash-MMU kernel (hash-64k.h uses the book3s64 _PAGE_* names).
+    """
+    from ..analysis.mappings import ArchBits, Bit
+
+    return ArchBits(
+        valid=Bit(_PAGE_PRESENT, _PAGE_PRESENT),
+        user=Bit(_PAGE_PRIVILEGED, 0),
+        read=Bit(_PAGE_READ, _PAGE_READ),
+        write=Bit(_PAGE_WRITE, _PAGE_WRITE),
+        kexec=Bit(_PAGE_EXEC | _PAGE_PRIVILEGED, _PAGE_EXEC | _PAGE_PRIVILEGED),
+        uexec=Bit(_PAGE_EXEC | _PAGE_PRIVILEGED, _PAGE_EXEC),
+        glob=Bit(0, 0),
+        status_mask=_PAGE_ACCESSED | _PAGE_DIRTY,
+        memtype_mask=_PAGE_ATT,
     )
 
 

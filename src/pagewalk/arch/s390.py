@@ -259,7 +259,42 @@ def make_mode(dt: int = 1, asce_tl: int = 3, *, edat1: bool = True, edat2: bool 
         describe=lambda level_name, entry: describe(level_name, entry),
         extra={"perm_text": perm_text, "index_window": index_window, "window_fault": window_fault,
                "dt": dt, "asce_tl": asce_tl, "edat1": edat1, "edat2": edat2, "iep": iep,
-               "table_bytes": {r: (PTRS_PER_PTE if r == "pte" else 2048) * 8 for r in roles}},
+               "table_bytes": {r: (PTRS_PER_PTE if r == "pte" else 2048) * 8 for r in roles}, "arch_bits": arch_bits},
+    )
+
+
+def arch_bits(mode: PagingMode):
+    """The analyses' ArchBits (pagewalk.analysis.mappings), imported only when an analysis runs.
+
+    PoP "Translation Tables": the invalid bit is I (bit 58, 0x20) in region and segment entries
+    but bit 53 (0x400) in a page-table entry, where 0x400 one level up is FC, the large-frame
+    bit: the valid test is per level. The permission word is perm()'s (P of every level on the
+    path, IEP of the leaf, folded by perm_combine()): writable when DAT-protection is off,
+    executable when IEP is off. There is no user bit: user mode runs in its own address space
+    (the kernel's ASCE is not the user's), so "user" is never set; no global bit either (TLB
+    entries are tagged by the ASCE). Reference and change bits live in the storage keys, not in
+    the entries: no status bits.
+    """
+    from ..analysis.mappings import NEVER, ArchBits, Bit
+
+    def table_entry_valid(e: np.ndarray) -> np.ndarray:
+        # I clear; an all-zero entry (never written by Linux, whose empty entries have I set) is
+        # taken as empty like everywhere else, not as a valid entry of the wrong table type
+        e = np.asarray(e, dtype=U64)
+        return ((e & _u(_REGION_ENTRY_INVALID)) == 0) & (e != _u(0))
+
+    n = len(mode.levels)
+    return ArchBits(
+        valid=Bit(_REGION_ENTRY_INVALID, 0,
+                  at=(*((lv, table_entry_valid) for lv in range(n - 1)), (n - 1, Bit(_PAGE_INVALID, 0)))),
+        user=NEVER,
+        read=Bit(0, 0),
+        write=Bit(_PAGE_PROTECT, 0),
+        kexec=Bit(_PAGE_NOEXEC, 0),
+        uexec=NEVER,
+        glob=NEVER,
+        status_mask=0,
+        kernel_va_start=0,
     )
 
 

@@ -187,7 +187,47 @@ def make_mode(config: TteLayout | str = DEFAULT_CONFIG) -> PagingMode:
             "present": present,
             "generic_flags": generic_flags(tte),
             "perm_text": lambda p: perm_text(p, tte),
+            "arch_bits": arch_bits,
         },
+    )
+
+
+def arch_bits(mode: PagingMode):
+    """The analyses' ArchBits (pagewalk.analysis.mappings), imported only when an analysis runs.
+
+    The permission word is the TTE's own bits (perm(): no hierarchical permissions), of the
+    mode's layout (pgtable_64.h _PAGE_*_4V / _4U; sun4v TTE §14, sun4u §F-2): V (bit 63) makes
+    the TLB load it, P (privileged) keeps it from user mode, W the hardware write permission, EXEC
+    (the TTE's X / IE) execution; there is no read bit (a valid TTE is readable) and no global
+    bit (the kernel runs in the nucleus context). Privileged code executes any executable page.
+    MODIFIED and ACCESSED are the kernel's software status; CP/CV/E the memory type. An upper
+    entry is valid when not zero (KERN_PGTABLE_WALK's `brz`), a huge one when V is set.
+    """
+    from ..analysis.mappings import NEVER, ArchBits, Bit
+
+    tte = mode.extra["config"]
+    flags = dict(tte.flags)
+
+    def upper_valid(level: int):
+        def valid(e: np.ndarray) -> np.ndarray:
+            e = np.asarray(e, dtype=U64)
+            ok = e != _u(0)
+            if level in (1, 2):  # pud_leaf()/pmd_leaf(): _PAGE_PUD_HUGE / _PAGE_PMD_HUGE
+                ok = np.where((e & _u(_PAGE_PMD_HUGE)) != 0, (e & _u(_PAGE_VALID)) != 0, ok)
+            return ok
+
+        return valid
+
+    return ArchBits(
+        valid=Bit(_PAGE_VALID, _PAGE_VALID, at=tuple((i, upper_valid(i)) for i in range(len(mode.levels) - 1))),
+        user=Bit(tte.priv, 0),
+        read=Bit(0, 0),
+        write=Bit(tte.write, tte.write),
+        kexec=Bit(tte.exec_, tte.exec_),
+        uexec=Bit(tte.exec_ | tte.priv, tte.exec_),
+        glob=NEVER,
+        status_mask=flags["MODIFIED"] | flags["ACCESSED"],
+        memtype_mask=flags["CP"] | flags["CV"] | flags["E"],
     )
 
 
