@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..translate import translate
-from .aliases import sweep
+from .aliases import wx_segments
 from .mappings import (
     FAULT,
     MAPPED,
@@ -297,23 +297,25 @@ def _add(found: dict, f: Finding) -> None:
         found[key] = f
 
 
-def _wx_aliases(found: dict, m: Mappings, view: str, texts: list[str], names: list[str]) -> None:
+def _wx_aliases(found: dict, m: Mappings, view: str, texts: _ByIndex, names: _ByIndex) -> None:
     """One finding per alias segment with a writable and an executable mapping: at the
     executable VA (the segment's first), with the writable VAs (up to 8) in `detail`. The choice
     of members is whole-array numpy; only the findings themselves are Python objects."""
-    mm_idx = np.flatnonzero(m.status == MAPPED)
-    mm = m.select(m.status == MAPPED)
-    a = sweep(mm)
-    if not a.wx.any():
+    mapped = m.status == MAPPED
+    every = bool(mapped.all())
+    mm = m if every else m.select(mapped)  # no copy when every interval is mapped
+    a = wx_segments(mm)  # only the W/X segments and their pairs (grouped, members in VA order)
+    if not len(a):
         return
+    mm_idx = None if every else np.flatnonzero(mapped)
     p = mm.perms
-    segs = np.flatnonzero(a.wx)
-    p_seg, iv = a.pairs_of(segs)  # the W/X segments' pairs, grouped, members in VA order
+    segs = np.arange(len(a))
+    p_seg, iv = a.pair_seg, a.pair_iv
     lo = np.searchsorted(p_seg, segs)
     hi = np.searchsorted(p_seg, segs, side="right")
     cnt = hi - lo
-    k = np.repeat(np.arange(len(segs)), cnt)  # W/X segment (position in segs) of each of its pairs
-    kcase = a.kernel_wx[segs][k]
+    k = np.repeat(segs, cnt)  # W/X segment (position in segs) of each of its pairs
+    kcase = a.kernel_wx[k]
     ex = np.where(kcase, p.kexec[iv], p.uexec[iv])
     wr = np.where(kcase, p.write[iv], p.write[iv] & p.user[iv])
     pos = np.arange(len(iv))
@@ -321,30 +323,36 @@ def _wx_aliases(found: dict, m: Mappings, view: str, texts: list[str], names: li
     xpos = np.minimum.reduceat(np.where(ex, pos, len(iv)), first)  # every W/X segment has an exec member
     x = iv[xpos]
     other = wr & ((iv != x[k]) | mm.repeat[iv])
-    seg_s, seg_e = a.seg_start[segs], a.seg_end[segs]
+    seg_s, seg_e = a.seg_start, a.seg_end
     # the VA of each member at the segment's first byte
     va = np.where(mm.repeat[iv], mm.va_start[iv], mm.va_start[iv] + (seg_s[k] - mm.pa_start[iv]))
     cs = np.cumsum(other)
     rank = cs - np.repeat(cs[first] - other[first], cnt)  # 1, 2, ... among a segment's writable others
     shown = other & (rank <= 8)
-    sk, sva, siv = k[shown].tolist(), va[shown].tolist(), mm_idx[iv[shown]].tolist()
-    sent = mm.entry[iv[shown]].tolist()
-    writable: dict[int, list[dict]] = {}
-    for kk, v, gi, e in zip(sk, sva, siv, sent):
-        writable.setdefault(kk, []).append({"va_start": v, "va_end": 0, "perm": texts[gi], "level": names[gi],
-                                            "entry": e})
-    length = (seg_e - seg_s).tolist()
-    xva = va[xpos].tolist()
-    xg = mm_idx[x].tolist()
-    xent = mm.entry[x].tolist()
-    sev = np.where(a.kernel_wx[segs], "high", "low").tolist()
+    length = seg_e - seg_s
+    gidx = iv if every else mm_idx[iv]  # the members' intervals in `m`
+    ptab, ntab = texts.table, names.table
+    pcode, ncode = texts.codes, names.codes
+    sk = k[shown]
+    sva = va[shown]
+    sg = gidx[shown]
+    w_dicts = [{"va_start": v, "va_end": v + n, "perm": ptab[pc], "level": ntab[lc], "entry": en}
+               for v, n, pc, lc, en in zip(sva.tolist(), length[sk].tolist(), pcode[sg].tolist(), ncode[sg].tolist(),
+                                           mm.entry[iv[shown]].tolist())]
+    nshown = np.bincount(sk, minlength=len(a))
+    ends = np.cumsum(nshown).tolist()
+    xva = va[xpos]
+    xg = gidx[xpos]
+    sev = np.where(a.kernel_wx, "high", "low").tolist()
+    msg = CHECKS["wx-alias"][1]
     page = m.page_size
-    for j, (s0, n, v0, gi, e, sv, w) in enumerate(zip(seg_s.tolist(), length, xva, xg, xent, sev,
-                                                         a.weight[segs].tolist())):
-        others = writable.get(j)
-        if not others:
+    at = 0
+    for s0, n, v0, pc, lc, e, sv, w, end in zip(seg_s.tolist(), length.tolist(), xva.tolist(), pcode[xg].tolist(),
+                                                 ncode[xg].tolist(), mm.entry[x].tolist(), sev, a.weight.tolist(),
+                                                 ends):
+        if end == at:
             continue
-        for o in others:
-            o["va_end"] = o["va_start"] + n
-        _add(found, Finding("wx-alias", sv, CHECKS["wx-alias"][1], [view], v0, v0 + n, s0, s0 + n, names[gi],
-                            n // page, texts[gi], e, detail={"writable_at": others, "mappings": int(w)}))
+        others = w_dicts[at:end]
+        at = end
+        _add(found, Finding("wx-alias", sv, msg, [view], v0, v0 + n, s0, s0 + n, ntab[lc], n // page, ptab[pc], e,
+                            detail={"writable_at": others, "mappings": int(w)}))

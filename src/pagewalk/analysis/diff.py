@@ -5,7 +5,8 @@ in time proportional to the number of intervals:
 
 1. `shifts` (given) move regions of A's VAs (and optionally their PAs) first: KASLR moves the
    kernel image by one offset; `Shift(va_delta, pa_delta, va_start, va_end)`.
-2. The boundaries of both sides cut the VA space into segments; each segment is *same*
+2. The boundaries of both sides cut the VA space into segments (in VA windows of
+   `SEGMENT_CHUNK` intervals of each side; a range coalesces across windows); each segment is *same*
    (mapped on both sides to the same PA with the same rights), *removed* (A only), *added*
    (B only), *changed* (rights or memory type differ) or *remapped* (another PA; with
    `pa="ignore"` PAs are not compared). Neighbouring segments of one kind are coalesced.
@@ -24,12 +25,14 @@ else changed", or the counts.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import UsageError
-from .mappings import Mappings, Perms, arch_bits, mappings, perm_strings
+from .aliases import perm_code
+from .mappings import MAPPED, Mappings, Perms, arch_bits, mappings, perm_strings
 
 U64 = np.uint64
 TOP = 1 << 64
@@ -109,7 +112,7 @@ class ChangeArrays:
     va_end: np.ndarray  # uint64 (0: the end of the address space)
     has_a: np.ndarray  # bool
     has_b: np.ndarray
-    ia: np.ndarray  # int64 index into A's mapped intervals
+    ia: np.ndarray  # index into A's mapped intervals (int32 below 2^31 intervals, else int64)
     ib: np.ndarray
     pa_a: np.ndarray  # uint64
     pa_b: np.ndarray
@@ -130,6 +133,25 @@ class ChangeArrays:
     @classmethod
     def concat(cls, parts: list[ChangeArrays]) -> ChangeArrays:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+
+    @classmethod
+    def concat_take(cls, parts: list[ChangeArrays], order: np.ndarray) -> ChangeArrays:
+        """`concat(parts).take(order)`, a column at a time (one column's copy at once)."""
+        cols = {}
+        for f in cls.__dataclass_fields__:
+            cols[f] = np.concatenate([getattr(p, f) for p in parts])[order]
+        return cls(**cols)
+
+    @classmethod
+    def insert(cls, base: ChangeArrays, at: np.ndarray, rows: ChangeArrays) -> ChangeArrays:
+        """`rows` inserted before the rows `at` of `base` (in their order where `at` ties), a
+        column at a time."""
+        cols = {}
+        for f in cls.__dataclass_fields__:
+            x, y = getattr(base, f), getattr(rows, f)
+            cols[f] = np.insert(x, at, y.astype(x.dtype, copy=False))
+            setattr(base, f, None)  # the column's source goes as its copy comes
+        return cls(**cols)
 
 
 @dataclass
@@ -286,13 +308,18 @@ class _Side:
         mm = m
         end = mm.va_end
         end[(end == 0) & (mm.size > 0)] = U64(TOP - 1)  # the last page of the space loses its last byte
-        mt = mm.entry & U64(arch_bits(mm.mode).memtype_mask)
+        mask = arch_bits(mm.mode).memtype_mask
+        mt = mm.entry & U64(mask)
+        for small in (np.uint8, np.uint16, np.uint32):  # the same values in fewer bytes
+            if mask <= np.iinfo(small).max:
+                mt = mt.astype(small)
+                break
         spans = np.array([lvl.entry_span for lvl in mm.mode.levels], U64)
-        return cls(mm.va_start, end, mm.pa_start, mm.level, mm.repeat, mm.perms.code().astype(np.uint8), mt,
+        return cls(mm.va_start, end, mm.pa_start, mm.level, mm.repeat, perm_code(mm.perms), mt,
                    None, None, mm, spans)
 
     def iv_at(self, idx: np.ndarray) -> np.ndarray:
-        return np.asarray(idx, np.int64) if self.iv is None else self.iv[idx]
+        return np.asarray(idx) if self.iv is None else self.iv[idx]
 
     def delta_at(self, idx: np.ndarray) -> np.ndarray:
         return np.zeros(len(idx), U64) if self.delta is None else self.delta[idx]
@@ -302,18 +329,22 @@ class _Side:
                      self.mt[idx], self.iv_at(idx), self.delta_at(idx), self.src, self.spans)
 
     def pa_at(self, idx: np.ndarray, va: np.ndarray) -> np.ndarray:
+        if not len(self.va):  # no interval: nothing hits (the caller masks these out)
+            return np.zeros(len(va), U64)
         d = va - self.va[idx]
         rep = self.repeat[idx]
         if rep.any():
             d = np.where(rep, d % self.spans[self.level[idx].astype(np.intp)], d)
         return self.pa[idx] + d
 
-    def lookup(self, va: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.va) == 0:
+    def lookup(self, va: np.ndarray, lo: int = 0, hi: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(interval, hit) of each VA, among intervals [lo, hi) (those that can hold them)."""
+        hi = len(self.va) if hi is None else hi
+        if hi <= lo:
             return np.zeros(len(va), np.int64), np.zeros(len(va), bool)
-        i = np.searchsorted(self.va, va, side="right").astype(np.int64) - 1
-        ic = np.maximum(i, 0)
-        return ic, (i >= 0) & (va < self.end[ic])
+        i = np.searchsorted(self.va[lo:hi], va, side="right").astype(np.int64) + (lo - 1)
+        ic = np.maximum(i, lo)
+        return ic, (i >= lo) & (va < self.end[ic])
 
 
 def _apply_shifts(side: _Side, shifts: list[Shift]) -> _Side:
@@ -350,6 +381,8 @@ def _apply_shifts(side: _Side, shifts: list[Shift]) -> _Side:
             p.pa = pa + U64(r.pa_delta % TOP)
         p.delta = np.full(len(sel), r.va_delta % TOP, U64)
         pieces.append(p)
+    if not pieces:
+        return side.take(np.zeros(0, np.int64))
     out = _Side(*(np.concatenate([getattr(p, n) for p in pieces]) for n in ("va", "end", "pa", "level", "repeat", "code", "mt", "iv", "delta")), side.src, side.spans)
     order = np.argsort(out.va, kind="stable")
     out = out.take(order)
@@ -358,18 +391,33 @@ def _apply_shifts(side: _Side, shifts: list[Shift]) -> _Side:
     return out
 
 
-SEGMENT_CHUNK = 1 << 22  # segments compared per numpy batch
+SEGMENT_CHUNK = 1 << 21  # intervals of each side per VA window (a numpy batch)
 
 
-def _segments(A: _Side, B: _Side, bounds: np.ndarray, pa: str, moves: dict[int, int]):
+def _window_bounds(side: _Side, lo: int, hi: int, c0: U64, c1: U64) -> np.ndarray:
+    """The boundaries of intervals [lo, hi) of `side` (VA-sorted, disjoint), clipped to [c0, c1]."""
+    out = np.empty(2 * (hi - lo), U64)
+    out[0::2] = side.va[lo:hi]
+    out[1::2] = side.end[lo:hi]
+    np.clip(out, c0, c1, out=out)
+    return out
+
+
+def _segments(A: _Side, B: _Side, bounds: np.ndarray, pa: str, moves: dict[int, int], ra: tuple[int, int],
+              rb: tuple[int, int], context: bool):
     """Kinds of the segments between `bounds` (sorted), coalesced; only the rows that are not
     SAME come back (kind, start, end, A's and B's interval, has A, has B, PA on each side), with
-    the bytes unchanged in place; bytes the shifts moved are added to `moves`."""
+    the bytes unchanged in place and, when the first segment is `context` (the previous window's
+    last) and the window's first rows coalesce with it, the end that row of the previous window
+    extends to; bytes the shifts moved are added to `moves`. `ra`, `rb`: the intervals of each
+    side that can hold the segments."""
     s, e = bounds[:-1], bounds[1:]
-    ia, ha = A.lookup(s)
-    ib, hb = B.lookup(s)
+    ia, ha = A.lookup(s, max(ra[0] - 1, 0), ra[1])  # one before: the context segment's
+    ib, hb = B.lookup(s, max(rb[0] - 1, 0), rb[1])
+    ctx = np.zeros(len(s), bool)
+    ctx[0] = context
     keep = ha | hb
-    s, e, ia, ha, ib, hb = s[keep], e[keep], ia[keep], ha[keep], ib[keep], hb[keep]
+    s, e, ia, ha, ib, hb, ctx = s[keep], e[keep], ia[keep], ha[keep], ib[keep], hb[keep], ctx[keep]
     pa_a = np.where(ha, A.pa_at(ia, s), U64(0))
     pa_b = np.where(hb, B.pa_at(ib, s), U64(0))
     both = ha & hb
@@ -383,7 +431,7 @@ def _segments(A: _Side, B: _Side, bounds: np.ndarray, pa: str, moves: dict[int, 
     kind[rights & moved_pa] = BOTH
     del both, rights, moved_pa
     length = e - s
-    is_same = kind == SAME
+    is_same = (kind == SAME) & ~ctx  # the context segment was counted in its own window
     seg_delta = np.where(ha, A.delta_at(ia), U64(0))
     same_bytes = int(length[is_same & (seg_delta == 0)].sum(dtype=U64))
     for d in np.unique(seg_delta[is_same & (seg_delta != 0)]).tolist():
@@ -407,39 +455,94 @@ def _segments(A: _Side, B: _Side, bounds: np.ndarray, pa: str, moves: dict[int, 
         )
     first = np.flatnonzero(brk)
     last = np.append(first[1:], n) - 1
+    extend = None
+    if n and ctx[0]:  # the first row is the previous window's last: extended, or nothing new
+        if last[0] > 0 and kind[0] != SAME:
+            extend = e[last[0]]
+        first, last = first[1:], last[1:]
     ns = kind[first] != SAME
     first, last = first[ns], last[ns]
     return (kind[first], s[first], e[last], ia[first], ib[first], ha[first], hb[first], pa_a[first],
-            pa_b[first]), same_bytes
+            pa_b[first]), same_bytes, extend
+
+
+def _pad(side: _Side) -> _Side:
+    """A side with no interval gets an empty one at VA 0 that nothing hits, so that every
+    gather by interval index has a row to read (its values are masked out)."""
+    if len(side.va):
+        return side
+    z = np.zeros(1, U64)
+    return _Side(z, z.copy(), z.copy(), np.zeros(1, np.int8), np.zeros(1, bool), np.zeros(1, np.uint8),
+                 np.zeros(1, side.mt.dtype), None if side.iv is None else np.zeros(1, np.int64),
+                 None if side.delta is None else np.zeros(1, U64), side.src, side.spans)
+
+
+def _mapped(m: Mappings) -> Mappings:
+    """The MAPPED intervals of `m` (`m` itself when all are: no copy)."""
+    ok = m.status == MAPPED
+    return m if ok.all() else m.select(ok)
+
+
+def _index_dtype(n: int):
+    return np.int32 if n < (1 << 31) else np.int64
 
 
 def compare(a: Mappings, b: Mappings, *, shifts: list[Shift] | None = None, pa: str = "exact",
-            regions: list[tuple[str, Shift]] | None = None) -> DiffResult:
+            regions: list[tuple[str, Shift]] | None = None, chunk: int = SEGMENT_CHUNK) -> DiffResult:
     """Diff two interval sets (only their MAPPED intervals count); see the module docstring.
+    `chunk`: intervals of each side per VA window (the result does not depend on it).
 
     >>> compare(mappings(t, "kernel"), mappings(t, "current_kernel")).verdict  # doctest: +SKIP
     """
     if pa not in ("exact", "ignore"):
         raise UsageError(f"pa must be 'exact' or 'ignore', not {pa!r}")
     shifts = list(shifts or []) + [sh for _, sh in regions or []]
-    am, bm = a.mapped(), b.mapped()
+    am, bm = _mapped(a), _mapped(b)
     A = _apply_shifts(_Side.of(am), shifts)
     B = _Side.of(bm)
-    bounds = _unique(np.concatenate([A.va, A.end, B.va, B.end]))
-    if len(bounds) < 2:
+    na, nb = len(A.va), len(B.va)
+    if na + nb == 0:
         return DiffResult(a.view, b.view, shifts, pa, ChangeArrays.empty(), 0, regions=list(regions or []), a=am, b=bm)
-    # the segments between consecutive bounds, a chunk at a time (bounded temporaries); rows of
-    # one kind coalesce within a chunk, so a range can be cut where two chunks meet (every
-    # SEGMENT_CHUNK segments: never in an image of fewer ranges)
+    A, B = _pad(A), _pad(B)
+    # VA windows cut at every `chunk`-th interval start of each side and at the last end: all
+    # boundaries of the comparison, so the segments are those of one sweep; rows coalesce across
+    # windows (each window starts with the previous one's last segment as context)
+    chunk = max(int(chunk), 1)
+    top = max(int(A.end.max()) if na else 0, int(B.end.max()) if nb else 0)
+    cuts = np.unique(np.concatenate([A.va[::chunk], B.va[::chunk], np.array([top], U64)]))
     same_bytes = 0
     moves: dict[int, int] = {}
-    rows = []
-    for c0 in range(0, len(bounds) - 1, SEGMENT_CHUNK):
-        r, sb = _segments(A, B, bounds[c0 : c0 + SEGMENT_CHUNK + 1], pa, moves)
+    cols: list[list[np.ndarray]] = [[] for _ in range(9)]
+    prev: U64 | None = None
+    for c0, c1 in itertools.pairwise(cuts):
+        a0, a1 = int(np.searchsorted(A.end, c0, side="right")), int(np.searchsorted(A.va, c1))
+        b0, b1 = int(np.searchsorted(B.end, c0, side="right")), int(np.searchsorted(B.va, c1))
+        parts = [_window_bounds(A, a0, a1, c0, c1), _window_bounds(B, b0, b1, c0, c1), np.array([c0, c1], U64)]
+        if prev is not None:
+            parts.append(np.array([prev], U64))
+        bounds = _unique(np.concatenate(parts))
+        r, sb, extend = _segments(A, B, bounds, pa, moves, (a0, a1), (b0, b1), prev is not None)
+        prev = bounds[-2]
         same_bytes += sb
-        rows.append(r)
-    rk, r_s, r_e, r_ia, r_ib, r_ha, r_hb, r_pa_a, r_pa_b = (np.concatenate(x) for x in zip(*rows))
-    del rows
+        if extend is not None:
+            for k in range(len(cols[2]) - 1, -1, -1):  # the last row so far ends where this window's first does
+                if len(cols[2][k]):
+                    cols[2][k][-1] = extend
+                    break
+        if len(r[0]):
+            idt = _index_dtype(max(na, nb))
+            for c, x in zip(cols, (*r[:3], r[3].astype(idt), r[4].astype(idt), *r[5:])):
+                c.append(x)
+    if not cols[0]:
+        cols = [[x] for x in (np.zeros(0, np.int8), np.zeros(0, U64), np.zeros(0, U64), np.zeros(0, np.int32),
+                              np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, U64),
+                              np.zeros(0, U64))]
+    joined = []
+    for k in range(9):  # one column at a time: the pieces go as the whole comes
+        joined.append(np.concatenate(cols[k]))
+        cols[k] = []
+    rk, r_s, r_e, r_ia, r_ib, r_ha, r_hb, r_pa_a, r_pa_b = joined
+    del joined, cols
     # moves: pair removed with added ranges
     rem = np.flatnonzero(rk == REMOVED)
     add = np.flatnonzero(rk == ADDED)
@@ -455,22 +558,9 @@ def compare(a: Mappings, b: Mappings, *, shifts: list[Shift] | None = None, pa: 
     drop[rem[moved_rem]] = True
     drop[add[moved_add]] = True
 
-    # the rows are not SAME (_segments dropped those); without moves they are the changes as they are
-    sel = np.flatnonzero(~drop) if drop.any() else slice(None)
-    has_a, has_b = r_ha[sel], r_hb[sel]
-    if A.delta is None:  # nothing shifted: A's VAs are the segments'
-        va_s, va_e, shifted = r_s[sel], r_e[sel], np.zeros(len(has_a), bool)
-    else:
-        d_a = np.where(has_a, A.delta_at(r_ia[sel]), U64(0))
-        with np.errstate(over="ignore"):
-            va_s = r_s[sel] - d_a
-            va_e = r_e[sel] - d_a
-        shifted = (d_a != 0) & has_b
-    plain = ChangeArrays(rk[sel], va_s, va_e, has_a, has_b, A.iv_at(r_ia[sel]), B.iv_at(r_ib[sel]),
-                         r_pa_a[sel], r_pa_b[sel], r_s[sel], shifted)
-    parts = [plain]
     # moved ranges, coalesced by offset and continuity on both sides; VAs are A's own
     pr, pd = pairs
+    moved: ChangeArrays | None = None
     if len(pr):
         js, jd = rem[pr], add[pd]
         with np.errstate(over="ignore"):
@@ -496,18 +586,60 @@ def compare(a: Mappings, b: Mappings, *, shifts: list[Shift] | None = None, pa: 
         ja, jb = js[mf], jd[mf]
         n = len(mf)
         with np.errstate(over="ignore"):
-            parts.append(ChangeArrays(np.full(n, MOVED, np.int8), orig[mf], orig[mf] + nb, np.ones(n, bool),
-                                      np.ones(n, bool), A.iv_at(r_ia[ja]), B.iv_at(r_ib[jb]), r_pa_a[ja], r_pa_b[jb],
-                                      vb[mf], np.ones(n, bool)))
-    if shifts:  # A's own VAs are not in the shifted order: sort
-        allc = ChangeArrays.concat(parts)
-        allc = allc.take(np.lexsort((allc.kind, allc.va_start)))
-    elif len(parts) == 1:
+            moved = ChangeArrays(np.full(n, MOVED, np.int8), orig[mf], orig[mf] + nb, np.ones(n, bool),
+                                 np.ones(n, bool), A.iv_at(r_ia[ja]), B.iv_at(r_ib[jb]), r_pa_a[ja], r_pa_b[jb],
+                                 vb[mf], np.ones(n, bool))
+    # the rows are not SAME (_segments dropped those); without moves they are the changes as they
+    # are. Built a column at a time, each source column dropped once used (bounded peak memory).
+    rest = np.flatnonzero(~drop) if drop.any() else None
+    del drop, rem, add, pairs
+
+    def pick(x: np.ndarray) -> np.ndarray:
+        return x if rest is None else x[rest]
+
+    has_a, has_b = pick(r_ha), pick(r_hb)
+    del r_ha, r_hb
+    if A.delta is None:  # nothing shifted: A's VAs are the segments'
+        va_s = pick(r_s)
+        va_b = va_s
+        del r_s
+        va_e = pick(r_e)
+        del r_e
+        shifted = np.zeros(len(has_a), bool)
+    else:
+        d_a = np.where(has_a, A.delta_at(pick(r_ia)), U64(0))
+        va_b = pick(r_s)
+        del r_s
+        with np.errstate(over="ignore"):
+            va_s = va_b - d_a
+            va_e = pick(r_e) - d_a
+        del r_e
+        shifted = (d_a != 0) & has_b
+        del d_a
+    ia = A.iv_at(pick(r_ia))
+    del r_ia
+    ib = B.iv_at(pick(r_ib))
+    del r_ib
+    kind = pick(rk)
+    del rk
+    pa_a = pick(r_pa_a)
+    del r_pa_a
+    pa_b = pick(r_pa_b)
+    del r_pa_b
+    plain = ChangeArrays(kind, va_s, va_e, has_a, has_b, ia, ib, pa_a, pa_b, va_b, shifted)
+    del kind, va_s, va_e, has_a, has_b, ia, ib, pa_a, pa_b, va_b, shifted
+    if moved is None and not shifts:
         allc = plain  # the segments' rows are in VA order already
+    elif shifts:  # A's own VAs are not in the shifted order: sort
+        parts = [plain] if moved is None else [plain, moved]
+        k_all = np.concatenate([p.kind for p in parts])
+        v_all = np.concatenate([p.va_start for p in parts])
+        order = np.lexsort((k_all, v_all))
+        del k_all, v_all
+        allc = ChangeArrays.concat_take(parts, order)
     else:  # insert the moved rows (few, in VA order) after the rows at the same VA
-        at = np.searchsorted(plain.va_start, parts[1].va_start, side="right")
-        order = np.insert(np.arange(len(plain), dtype=np.int64), at, len(plain) + np.arange(len(parts[1])))
-        allc = ChangeArrays.concat(parts).take(order)
+        at = np.searchsorted(plain.va_start, moved.va_start, side="right")
+        allc = ChangeArrays.insert(plain, at, moved)
     return DiffResult(a.view, b.view, shifts, pa, allc, same_bytes, moves, list(regions or []), am, bm)
 
 
@@ -534,28 +666,67 @@ def _unique(a: np.ndarray) -> np.ndarray:
     return a[keep]
 
 
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a uint64 hash of each value."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> U64(27))) * U64(0x94D049BB133111EB)
+        return x ^ (x >> U64(31))
+
+
+def _group_ids(keys: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """A group number per row, equal exactly where every key is (uint64 columns). One sort of a
+    hash of the keys packed with the row index (numpy's fast value sort, not an argsort), then a
+    check that each group's rows have its first row's keys; the rows of a group where the hash
+    collided are grouped again by a lexsort of their keys themselves."""
+    n = len(keys[0])
+    h = np.zeros(n, U64)
+    with np.errstate(over="ignore"):
+        for k in keys:
+            h = _mix(h * U64(0x9E3779B97F4A7C15) + k)
+    bits_i = max((n - 1).bit_length(), 1)
+    h >>= U64(bits_i)
+    h <<= U64(bits_i)
+    h |= np.arange(n, dtype=U64)
+    h.sort()
+    order = (h & U64((1 << bits_i) - 1)).astype(np.int64)
+    start = np.ones(n, bool)
+    start[1:] = (h[1:] >> U64(bits_i)) != (h[:-1] >> U64(bits_i))
+    del h
+    gs = np.cumsum(start) - 1
+    ng = int(gs[-1]) + 1
+    gid = np.empty(n, np.int64)
+    gid[order] = gs
+    rep = order[np.flatnonzero(start)][gid]  # each row's group's first row
+    bad = np.zeros(n, bool)
+    for k in keys:
+        bad |= k != k[rep]
+    if bad.any():  # a collision: regroup the rows of those groups by their keys
+        bad_g = np.zeros(ng, bool)
+        bad_g[gid[bad]] = True
+        rows = np.flatnonzero(bad_g[gid])
+        sub = [k[rows] for k in keys]
+        o = np.lexsort(sub[::-1])
+        chg = np.zeros(len(rows), bool)
+        chg[0] = True
+        for k in sub:
+            sk = k[o]
+            chg[1:] |= sk[1:] != sk[:-1]
+        gid[rows[o]] = ng + np.cumsum(chg) - 1
+        ng += int(chg.sum())
+    return gid, ng
+
+
 def _pair_moves(va_r, size_r, code_r, mt_r, pa_r, va_d, size_d, code_d, mt_d, pa_d, use_pa: bool):
     """(indices into removed, indices into added) of the ranges paired as moves."""
     nr, nd = len(va_r), len(va_d)
     none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if not nr or not nd:
         return none
-    zr, zd = np.zeros(nr, U64), np.zeros(nd, U64)
-    keys_r = [size_r, code_r, mt_r, pa_r if use_pa else zr]
-    keys_d = [size_d, code_d, mt_d, pa_d if use_pa else zd]
-    # group ids over the union of keys
-    allk = [np.concatenate([kr, kd]) for kr, kd in zip(keys_r, keys_d)]
-    order = np.lexsort(allk[::-1])
-    sk = [k[order] for k in allk]
-    chg = np.zeros(nr + nd, bool)
-    chg[0] = True
-    for k in sk:
-        chg[1:] |= k[1:] != k[:-1]
-    gid_sorted = np.cumsum(chg) - 1
-    gid = np.empty(nr + nd, np.int64)
-    gid[order] = gid_sorted
+    gid, ng = _group_ids([np.concatenate([size_r, size_d]), np.concatenate([code_r, code_d]).astype(U64),
+                          np.concatenate([mt_r, mt_d]).astype(U64)]
+                         + ([np.concatenate([pa_r, pa_d])] if use_pa else []))
     g_r, g_d = gid[:nr], gid[nr:]
-    ng = int(gid_sorted[-1]) + 1
     cr = np.bincount(g_r, minlength=ng)
     cd = np.bincount(g_d, minlength=ng)
     # 1. unique on both sides
@@ -578,9 +749,10 @@ def _pair_moves(va_r, size_r, code_r, mt_r, pa_r, va_d, size_d, code_d, mt_d, pa
         taken_d[di] = True
         d_order = np.argsort(va_d, kind="stable")
         sva_d = va_d[d_order]
+        both_sides = cd[g_r] > 0  # a removed range whose kind no added range has never pairs
         for k in np.argsort(-weight)[:16]:
             dlt = ud[k]
-            cand = np.flatnonzero(~taken_r)
+            cand = np.flatnonzero(~taken_r & both_sides)
             if not len(cand):
                 break
             with np.errstate(over="ignore"):
@@ -619,7 +791,7 @@ def kaslr_shifts(target_a, target_b, a: Mappings, b: Mappings) -> list[tuple[str
         stext = int(vi_a["SYMBOL(_stext)"], 16)
     except (KeyError, ValueError):
         off_a = off_b = stext = 0
-    am, bm = a.mapped(), b.mapped()
+    am, bm = _mapped(a), _mapped(b)
     if off_a != off_b and len(am):
         d = (off_b - off_a) % TOP
         i, hit = am.lookup(np.array([stext], U64))
@@ -636,11 +808,17 @@ def kaslr_shifts(target_a, target_b, a: Mappings, b: Mappings) -> list[tuple[str
             image = Shift(d, pa_d, start, min(end, TOP))
             out.append(("kernel image", image))
     ma, mb = _markers(target_a), _markers(target_b)
-    names_b: dict[str, int] = {}
+    # a name can come back (s390: "Identity Mapping Start" before and after the kernel image):
+    # markers are matched by name and occurrence
+    names_b: dict[tuple[str, int], int] = {}
+    seen_b: dict[str, int] = {}
     for k, (va, name) in enumerate(mb):
-        names_b.setdefault(name, k)
+        seen_b[name] = seen_b.get(name, -1) + 1
+        names_b[(name, seen_b[name])] = k
+    seen_a: dict[str, int] = {}
     for k, (va, name) in enumerate(ma):
-        kb = names_b.get(name)
+        seen_a[name] = seen_a.get(name, -1) + 1
+        kb = names_b.get((name, seen_a[name]))
         if kb is None or mb[kb][0] == va:
             continue
         vb = mb[kb][0]
