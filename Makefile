@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz venv clean fixtures
+.PHONY: demo test bench bench-hostile fuzz venv clean fixtures
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,17 +27,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
-# Coverage-guided fuzzing of the image readers and the walker (atheris); FUZZ_SECONDS per run.
-# Under atheris the process RSS creeps up by ~2 MB per input although pagewalk frees its memory
-# (the same inputs in a plain loop stay flat), so the fuzzer restarts every minute on its corpus.
+# Coverage-guided fuzzing (atheris) of every image reader (ELF64/ELF32 either byte order, kdump plain and
+# flattened, raw, gdbstub transcripts, notes) and every architecture's walker; fuzz/run.sh explains the rounds
+# and the re-check of every finding in a plain process.
 FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)
 	$(BIN)/pip install -q atheris
-	mkdir -p fuzz/corpus
-	for c in tests/fixtures/*/*/core.elf tests/fixtures/kdump/*.kdump; do n=$$(echo $$c | tr / _); \
-	  (printf '\000\000'; cat $$c) > fuzz/corpus/seed-$$n; done
-	set -e; n=$$(( ($(FUZZ_SECONDS) + 59) / 60 )); for i in $$(seq $$n); do \
-	  $(BIN)/python fuzz/fuzz_images.py -max_total_time=60 -rss_limit_mb=3072 fuzz/corpus; done
+	FUZZ_SECONDS=$(FUZZ_SECONDS) PY=$(BIN)/python sh fuzz/run.sh
+
+# Hostile inputs (bombs, loops, cut cores, wrong roots) as whole pagewalk processes against time and RSS bounds.
+bench-hostile: $(STAMP)
+	$(BIN)/python bench/hostile.py
 
 clean:
 	rm -rf $(VENV)

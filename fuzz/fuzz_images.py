@@ -1,59 +1,50 @@
-"""Deep fuzzing of the image readers and the walker with atheris (coverage-guided).
+"""Deep fuzzing of every image reader and every architecture's walker with atheris (coverage-guided).
 
-    .venv/bin/pip install atheris
-    .venv/bin/python fuzz/fuzz_images.py -max_total_time=600 fuzz/corpus
+    fuzz/run.sh                      # FUZZ_SECONDS=600 by default; what `make fuzz` runs
+    .venv/bin/python fuzz/fuzz_images.py -max_total_time=60 DIR   # one plain run on a corpus DIR
 
-Each input is a whole image file: ELF cores (mutations of the committed minimised cores are in
-the seed corpus), raw dumps, or junk. A run passes when every input ends in a result or a
-PagewalkError (the CLI's one-line message); any other exception is a finding — add the input
-to tests/test_fuzz_regressions.py.
+The input format, the kinds (image files of every format, raw dumps under any architecture's
+registers, random tables under every paging mode, gdbstub transcripts, note blobs) and what
+counts as a pass are in fuzz/harness.py. A run passes when every input ends in a result, a
+PagewalkError (the CLI's one-line message) or more output than the harness's limit; any other
+exception, a timeout or the RSS limit is a finding: libFuzzer writes it to fuzz/findings/, and it
+goes to tests/fixtures/fuzz-regressions/ (as NAME.fuzz) once fixed.
 """
 
 from __future__ import annotations
 
 import gc
-import io
+import importlib
 import os
+import pkgutil
 import sys
 import tempfile
 
 import atheris
 
-with atheris.instrument_imports():
-    import pagewalk.runs
-    from pagewalk.api import checkwx, dump
-    from pagewalk.errors import PagewalkError
-    from pagewalk.memory import open_image
-    from pagewalk.target import resolve
-    from pagewalk.translate import translate
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+with atheris.instrument_imports(include=["pagewalk", "elftools"]):
+    import pagewalk
+
+    for _m in pkgutil.walk_packages(pagewalk.__path__, "pagewalk."):
+        try:  # everything the walk may import lazily is instrumented now
+            importlib.import_module(_m.name)
+        except Exception:  # noqa: BLE001 - an optional module (live QMP) without its dependency
+            pass
+    import harness
 
 _TMP = tempfile.mkdtemp(prefix="pagewalk-fuzz-")
-# Random tables are often small bombs; a lower cap keeps each input fast (the cap itself is
-# tested in tests/test_hostile.py) so the fuzzer spends its time on the parsers and the walker.
-pagewalk.runs.MAX_RUNS = 100_000
+harness.modes()  # build the registries once, before the clock starts
+harness.core_infos()
 
 
 def test_one_input(data: bytes) -> None:
-    fdp = atheris.FuzzedDataProvider(data)
-    raw = fdp.ConsumeBool()
-    l5 = fdp.ConsumeBool()
-    body = fdp.ConsumeBytes(fdp.remaining_bytes())
-    path = os.path.join(_TMP, "img")
-    with open(path, "wb") as f:
-        f.write(body)
-    mem = None
     try:
-        mem = open_image(path, "raw" if raw else "auto")
-        regs = {"cr3": 0, "cr4": (1 << 12) if l5 else 0x20} if raw else None
-        target = resolve(mem, arch="x86_64", regs=regs)
-        dump(target, "kernel", io.StringIO())
-        checkwx(target)
-        translate(target.mem, target.mode, target.root("kernel"), 0xFFFFFFFF81000000)
-    except PagewalkError:
-        pass
+        harness.run_one(data, _TMP)
     finally:
-        if mem is not None:
-            mem.close()  # every input maps a file: unmap it, or the fuzzer's RSS only grows
+        for f in os.listdir(_TMP):
+            os.unlink(os.path.join(_TMP, f))
         gc.collect()
 
 
