@@ -108,3 +108,35 @@ def test_random_bytes_as_tables_never_crash(tmp_path, seed, l5, structured):
     for va, p, good in list(zip(vas.tolist(), pa.tolist(), ok.tolist()))[:20]:
         tr = translate(mem, mode, 0, va)
         assert tr.ok == good and (not good or tr.pa == p)
+
+
+def test_thousands_of_tables_outside_the_image_share_one_row(tmp_path, monkeypatch):
+    """Entries naming thousands of distinct absent tables cost one row: the runs, the text and the
+    missing-table count are those of a walk that keeps every absent table apart."""
+    import pagewalk.runs as runs_mod
+    from pagewalk.analysis.stats import stats
+    from pagewalk.target import Target
+
+    b = PageTableBuilder(X86_64_4LEVEL)
+    b.map(0xFFFF888000000000, 0x200000, 4096, 1 | 2)  # one real 4K page: one PTE table in the image
+    pmd = b.slot(0xFFFF888000000000, 2)[0]
+    far = 1 << 40  # PTE tables far outside the image
+    for k in range(1, 512):
+        b.set_entry(pmd, k, (far + k * 4096) | X86_TABLE_FLAGS)
+    pud = b.slot(0xFFFF888000000000, 1)[0]
+    for k in range(1, 8):  # and PMD tables outside it: their entries are never read
+        b.set_entry(pud, k, (far + (1 << 30) + k * 4096) | X86_TABLE_FLAGS)
+    mem = b.memory(tmp_path)
+    monkeypatch.setattr(runs_mod, "ABSENT_COLLAPSE", 4)
+    collapsed = runs_mod.discover(mem, X86_64_4LEVEL, b.root)
+    folded = root_runs(mem, X86_64_4LEVEL, b.root)
+    monkeypatch.setattr(runs_mod, "ABSENT_COLLAPSE", 1 << 30)
+    apart = runs_mod.discover(mem, X86_64_4LEVEL, b.root)
+    whole = root_runs(mem, X86_64_4LEVEL, b.root)
+    assert len(collapsed[3].pas) < len(apart[3].pas) == 512
+    assert collapsed[3].absent_extra + int((~collapsed[3].ok).sum()) == int((~apart[3].ok).sum()) == 511
+    for col in ("start", "klevel", "val", "key", "eff"):
+        assert np.array_equal(getattr(folded, col), getattr(whole, col)), col
+    monkeypatch.setattr(runs_mod, "ABSENT_COLLAPSE", 4)
+    st_ = stats(Target(mem, X86_64_4LEVEL, {"kernel": b.root}), "kernel")
+    assert st_.levels[3].tables_missing == 511 and st_.levels[2].tables_missing == 7

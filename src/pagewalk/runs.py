@@ -43,6 +43,7 @@ def missing_level(klevel: int) -> int | None:
     """The note_page level of the entry behind a missing-table run, None for other runs."""
     return MISSING_BASE - klevel if klevel <= MISSING_BASE else None
 MAX_RUNS = 4_000_000  # beyond this a walk is a page-table bomb; see README "Limits"
+ABSENT_COLLAPSE = 1024  # absent tables of one level kept apart; the rest share one row
 _CHUNK_TABLES = 1024  # bottom-level tables decoded per numpy batch (bounds peak memory)
 
 
@@ -55,6 +56,9 @@ class LevelTables:
     entries: np.ndarray | None  # (n, entries) raw values; None for the bottom level (read in chunks)
     kind: np.ndarray | None  # Kind per entry
     child: np.ndarray | None  # index into the next level's tables, -1 where not a table entry
+    # distinct tables the image does not hold beyond those in `pas`: past ABSENT_COLLAPSE of them,
+    # entries naming absent tables share one absent row (their runs show the parent entry anyway)
+    absent_extra: int = 0
 
 
 @dataclass
@@ -85,10 +89,11 @@ def discover(mem: MappedMemory, mode: PagingMode, root_pa: int) -> list[LevelTab
     window = mode.extra.get("index_window")
     if window is not None:
         lo, hi = window(0, None)
+    extra = 0
     for i, lvl in enumerate(mode.levels):
         if i == nlev - 1:
             _, ok = mem.file_offsets(pas, lvl.entries * mode.entry_bytes)
-            out.append(LevelTables(pas, ok, None, None, None))
+            out.append(LevelTables(pas, ok, None, None, None, extra))
             break
         ent, ok = mem.gather_tables(pas, lvl.entries, mode.dtype)
         kind, addr = mode.classify(i, ent)
@@ -99,9 +104,11 @@ def discover(mem: MappedMemory, mode: PagingMode, root_pa: int) -> list[LevelTab
         is_table = kind == Kind.TABLE
         child_pas = addr[is_table]
         nxt, inv = sorted_unique(child_pas)
+        nxt, inv, next_extra = _collapse_absent(mem, mode, i + 1, nxt, inv)
         child = np.full(kind.shape, -1, dtype=np.int64)
         child[is_table] = inv.reshape(-1)
-        out.append(LevelTables(pas, ok, ent, kind, child))
+        out.append(LevelTables(pas, ok, ent, kind, child, extra))
+        extra = next_extra
         if window is not None:
             plo, phi = window(i + 1, ent[is_table].astype(np.uint64))
             lo, hi = np.zeros(len(nxt), np.uint64), np.full(len(nxt), np.iinfo(np.uint64).max, np.uint64)
@@ -109,6 +116,24 @@ def discover(mem: MappedMemory, mode: PagingMode, root_pa: int) -> list[LevelTab
             np.minimum.at(hi, inv, phi)
         pas = nxt
     return out
+
+
+def _collapse_absent(
+    mem: MappedMemory, mode: PagingMode, level: int, pas: np.ndarray, inv: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Past ABSENT_COLLAPSE distinct tables of `level` that the image does not hold (a wrong root,
+    corrupt entries), let them all share the first absent one's row: memory then follows the
+    tables the image holds, not the addresses its entries name. Returns pas, inv and the number
+    of absent tables folded away."""
+    _, ok = mem.file_offsets(pas, mode.levels[level].entries * mode.entry_bytes)
+    absent = np.flatnonzero(~ok)
+    if len(absent) <= ABSENT_COLLAPSE:
+        return pas, inv, 0
+    keep = ok.copy()
+    keep[absent[0]] = True
+    new_index = np.cumsum(keep) - 1
+    new_index[~keep] = new_index[absent[0]]
+    return pas[keep], new_index[inv], len(absent) - 1
 
 
 def sorted_unique(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

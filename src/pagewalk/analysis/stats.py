@@ -135,7 +135,7 @@ def stats(target, view: str = "kernel", *, top_shared: int = 10) -> Stats:
             shared.append((int(refs[t]), i, int(lt.pas[t])))
         levels.append(LevelStats(
             level=i, name=lvl.name, entry_span=lvl.entry_span, tables=int(lt.ok.sum()),
-            tables_missing=int((~lt.ok).sum()), table_bytes=int(lt.ok.sum()) * tb, references=int(refs.sum()),
+            tables_missing=int((~lt.ok).sum()) + lt.absent_extra, table_bytes=int(lt.ok.sum()) * tb, references=int(refs.sum()),
             shared_tables=int(sh.sum()), max_references=int(refs.max()) if len(refs) else 0, entries=counts,
         ))
         if lt.child is not None and i + 1 < len(tables):
