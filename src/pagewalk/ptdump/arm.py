@@ -18,9 +18,8 @@ from typing import TextIO
 
 from ..arch import arm
 from ..runs import MISSING_BASE
-from .core import MarkerState
+from .core import MarkerState, scaled_size
 
-_UNITS = "KMGTPE"
 SZ_1M, SZ_16M = 1 << 20, 1 << 24
 VMALLOC_OFFSET = 8 << 20
 FDT_FIXED_BASE = 0xFF800000
@@ -236,10 +235,7 @@ class ArmState(MarkerState):
             return
         size = (va - self.start_address) & 0xFFFFFFFF
         delta = size >> 10
-        unit = 0
-        while not delta & 1023 and unit < len(_UNITS) - 1:
-            delta >>= 10
-            unit += 1
+        delta, unit = scaled_size(delta)
         pg = self.pg[self.level]
         missing = self.current_prot < 0
         if self.records is not None:
@@ -253,7 +249,7 @@ class ArmState(MarkerState):
             self.records.append(rec)
         if self.out is None:
             return
-        head = f"0x{self.start_address:08x}-0x{va:08x}   {delta:9d}{_UNITS[unit]} {pg.name}"
+        head = f"0x{self.start_address:08x}-0x{va:08x}   {delta:9d}{unit} {pg.name}"
         if missing:
             self.out.write(head + f" [table of entry {-1 - self.current_prot:#x} not in image]\n")
             return

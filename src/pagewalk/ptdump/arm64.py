@@ -22,10 +22,9 @@ from ..arch.arm64 import (
 )
 from ..bits import mask
 from ..runs import MISSING_BASE
-from .core import MarkerState
+from .core import MarkerState, scaled_size
 
 TOP = 1 << 64
-_UNITS = "KMGTPE"
 
 
 def _attr(idx: int) -> int:
@@ -149,11 +148,8 @@ class Arm64State(MarkerState):
         if self.out is None:
             return
         delta = ((va - self.start_address) % TOP) >> 10
-        unit = 0
-        while not delta & 1023 and unit + 1 < len(_UNITS):
-            delta >>= 10
-            unit += 1
-        head = f"0x{self.start_address:016x}-0x{va % TOP:016x}   {delta:9d}{_UNITS[unit]} "
+        delta, unit = scaled_size(delta)
+        head = f"0x{self.start_address:016x}-0x{va % TOP:016x}   {delta:9d}{unit} "
         if self.level <= MISSING_BASE:
             # not the kernel's: the image lacks the table this entry points to
             self.out.write(head + f"[table at PA {self.current_prot & mask(51, 12):#x} not in image] {self._name(self.level)}\n")

@@ -63,6 +63,16 @@ class MarkerState:
         return self.markers[self.marker + 1][0]
 
 
+def scaled_size(n: int, units: str = "KMGTPE") -> tuple[int, str]:
+    """The kernel's ptdump size column: `n` divided by 1024 while it is a multiple of 1024, and the
+    unit reached (units[0] is n's own unit; "KMGTPE" for KiB counts, " KMGTPE" for bytes)."""
+    unit = 0
+    while not n & 1023 and unit < len(units) - 1:
+        n >>= 10
+        unit += 1
+    return n, units[unit]
+
+
 def run_extents(mode: PagingMode, runs: Runs, end: int | None = None) -> Iterator[tuple[int, int, int, int, int, int, int]]:
     """(va, end, klevel, val, key, eff, entry_span) of every run, canonical VAs, in address order.
 

@@ -31,10 +31,10 @@ import numpy as np
 
 from ..memory.base import MappedMemory
 from ..mode import PagingMode
+from .core import scaled_size
 from ..runs import MISSING_BASE, SKIP_KLEVEL, Runs, root_runs
 
 TOP = 1 << 64
-_UNITS = "KMGTPE"
 U64 = np.uint64
 
 
@@ -169,11 +169,8 @@ def size_text(size: int) -> str:
     ('         8K', '         2M')
     """
     delta = size >> 10
-    unit = 0
-    while delta and not delta & 1023 and unit < len(_UNITS) - 1:
-        delta >>= 10
-        unit += 1
-    return f"{delta:10d}{_UNITS[unit]}"
+    delta, unit = scaled_size(delta) if delta else (0, "K")
+    return f"{delta:10d}{unit}"
 
 
 def write_text(lines: list[Line], out: TextIO, va_bits: int = 64) -> int:

@@ -41,7 +41,7 @@ from ..arch.ppc64 import (
     QUADRANT3,
 )
 from ..runs import MISSING_BASE
-from .core import MarkerState
+from .core import MarkerState, scaled_size
 
 TOP = 1 << 64
 SZ_32M = 1 << 25
@@ -259,17 +259,14 @@ class Ppc64State(MarkerState):
             self.records.append(self._record(va, size, missing))
         if self.out is None:
             return
-        n, unit = size, 0
-        while not n & 1023 and unit < len(_UNITS) - 1:
-            n >>= 10
-            unit += 1
+        n, unit = scaled_size(size, _UNITS)
         head = f"0x{self.start_address:016x}-0x{(va - 1) % TOP:016x} "
         if missing:
             pa = self.current_flags & ~0xC0000000000000FF & (TOP - 1)
-            self.out.write(head + f"{n:9d}{_UNITS[unit]} [table at PA {pa:#x} not in image]\n")
+            self.out.write(head + f"{n:9d}{unit} [table at PA {pa:#x} not in image]\n")
             return
         flags = flags_text(self.current_flags, self.flags)
-        self.out.write(head + f" 0x{self.start_pa:016x} {n:9d}{_UNITS[unit]} " + flags + "\n")
+        self.out.write(head + f" 0x{self.start_pa:016x} {n:9d}{unit} " + flags + "\n")
 
     def _record(self, va: int, size: int, missing: bool) -> dict:
         rec = {

@@ -32,7 +32,7 @@ from ..arch.riscv import (
     _PAGE_WRITE,
 )
 from ..runs import MISSING_BASE
-from .core import MarkerState
+from .core import MarkerState, scaled_size
 
 SZ_2G = 1 << 31
 SZ_16M = 1 << 24
@@ -41,7 +41,6 @@ KERNEL_LINK_ADDR_64 = (1 << 64) - SZ_2G  # ADDRESS_SPACE_END - SZ_2G + 1
 # PAGE_OFFSET per mode: CONFIG_PAGE_OFFSET (Sv57), PAGE_OFFSET_L4, PAGE_OFFSET_L3 (asm/page.h)
 PAGE_OFFSET_64 = {57: 0xFF60000000000000, 48: 0xFFFFAF8000000000, 39: 0xFFFFFFD600000000}
 PAGE_OFFSET_32 = 0xC0000000  # CONFIG_PAGE_OFFSET default for 32-bit MMU kernels
-_UNITS = "KMGTPE"
 
 
 @dataclass
@@ -257,10 +256,7 @@ class RiscvState(MarkerState):
             return
         w = self.xlen // 4
         delta = ((va - self.start_address) % self.mod) >> 10
-        unit = 0
-        while not delta & 1023 and unit < len(_UNITS) - 1:
-            delta >>= 10
-            unit += 1
+        delta, unit = scaled_size(delta)
         missing = self.level <= MISSING_BASE
         if self.records is not None:
             self.records.append(self._record(va, missing))
@@ -270,10 +266,10 @@ class RiscvState(MarkerState):
         if missing:
             name = self.names[MISSING_BASE - self.level]
             pa = pte_pa(self.current_prot, self.xlen)
-            self.out.write(head + f"{delta:9d}{_UNITS[unit]} [table at PA {pa:#x} not in image] {name}\n")
+            self.out.write(head + f"{delta:9d}{unit} [table at PA {pa:#x} not in image] {name}\n")
             return
         self.out.write(
-            head + f" 0x{self.start_pa:0{w}x} " + f"{delta:9d}{_UNITS[unit]} {self.names[self.level]}"
+            head + f" 0x{self.start_pa:0{w}x} " + f"{delta:9d}{unit} {self.names[self.level]}"
             + prot_text(self.current_prot, self.xlen) + "\n"
         )
 

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from ..runs import MISSING_BASE
-from .core import MarkerState
+from .core import MarkerState, scaled_size
 
 _PAGE_NOEXEC = 0x100
 _PAGE_PROTECT = 0x200
 _PAGE_INVALID = 0x400
 _MISSING = 1 << 40  # pagewalk's own "protection" of a run whose table the image lacks
 LEVEL_NAMES = ("ASCE", "PGD", "PUD", "PMD", "PTE")  # print_prot()'s level_name[]
-_UNITS = "KMGTPE"
 PAGE_SIZE = 4096
 SIZEOF_LOWCORE = 8192  # sizeof(struct lowcore) (asm/lowcore.h)
 NR_CPUS = 256  # CONFIG_NR_CPUS of Debian's s390x kernels
@@ -189,16 +188,13 @@ class S390State(MarkerState):
         if self.out is None and self.records is None:
             return
         delta = (va - self.start_address) >> 10
-        unit = 0
-        while not delta & 0x3FF and unit < len(_UNITS) - 1:
-            delta >>= 10
-            unit += 1
+        delta, unit = scaled_size(delta)
         missing = self.level <= MISSING_BASE
         if self.records is not None:
             self.records.append(self._record(va, missing))
         if self.out is None:
             return
-        head = f"0x{self.start_address:016x}-0x{va:016x} {delta:9d}{_UNITS[unit]} "
+        head = f"0x{self.start_address:016x}-0x{va:016x} {delta:9d}{unit} "
         if missing:
             lvl = MISSING_BASE - self.level
             pa = self.current_prot & ~_MISSING

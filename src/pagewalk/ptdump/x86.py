@@ -17,7 +17,7 @@ import numpy as np
 from ..runs import MISSING_BASE
 
 from ..arch.x86 import PTE_PFN_MASK, _PAGE_GLOBAL, _PAGE_NX, _PAGE_PAT_LARGE, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT, _PAGE_RW, _PAGE_USER
-from .core import MarkerState
+from .core import MarkerState, scaled_size
 
 TOP = 1 << 64
 LEVEL_NAME = ("pgd", "p4d", "pud", "pmd", "pte")
@@ -264,18 +264,14 @@ class X86State(MarkerState):
             self.records.append(self._record(va))
         if self.out is not None and shown:
             self.ranges_written += 1
-            delta = (va - self.start_address) % self.mod
-            unit = 0
-            while not delta & 1023 and unit < 6:
-                delta >>= 10
-                unit += 1
+            delta, unit = scaled_size((va - self.start_address) % self.mod, _UNITS)
             w = self.width
             if self.level <= MISSING_BASE:
                 # not the kernel's: the image lacks the table this entry points to
                 text = f"[table at PA {self.current_prot & PTE_PFN_MASK:#x} not in image] {LEVEL_NAME[MISSING_BASE - self.level]}\n"
             else:
                 text = printk_prot(self.current_prot, self.level)
-            self.out.write(f"0x{self.start_address:0{w}x}-0x{va % self.mod:0{w}x}   {delta:9d}{_UNITS[unit]} " + text)
+            self.out.write(f"0x{self.start_address:0{w}x}-0x{va % self.mod:0{w}x}   {delta:9d}{unit} " + text)
         self.lines += 1
         if va >= nxt:
             if max_lines and self.lines > max_lines:
