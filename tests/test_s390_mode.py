@@ -117,12 +117,14 @@ def test_cpu_view_of_every_level():
     assert _one(no_edat, 2, 0x80000000 | 0x4 | S390_FC, hw=True)[0] == HwKind.TABLE
 
 
-@pytest.mark.parametrize("mode", ALL, ids=lambda m: m.name)
-@pytest.mark.parametrize("size", [KB4, MB1, GB2], ids=["4K", "1M", "2G"])
+@pytest.mark.parametrize(
+    ("mode", "size"),
+    # a segment-table ASCE has no region-third level, so no 2G leaf
+    [(m, s) for m in ALL for s in (KB4, MB1, GB2) if not (s == GB2 and m is SEGMENT)],
+    ids=lambda v: {KB4: "4K", MB1: "1M", GB2: "2G"}.get(v) if isinstance(v, int) else v.name,
+)
 def test_map_translates_and_walks(tmp_path, mode, size):
     """Each leaf size translates to its PA in every mode, and the walk reports it at the kernel's level."""
-    if size == GB2 and mode is SEGMENT:
-        pytest.skip("a segment-table ASCE has no region-third level")
     b = S390Builder(mode, base=0x100000)
     va = (0x7FFFFFFF & ~(size - 1)) if mode is SEGMENT else 0x3FF_8000_0000 & ~(size - 1)
     pa = 0x1_0000_0000 if size == GB2 else 0x4200000
