@@ -597,9 +597,17 @@ RUNNERS = {"image": run_image, "raw": run_raw, "tables": run_tables, "gdb": run_
 def run_one(data: bytes, workdir: str | None = None) -> str:
     """Run one input; return how it ended ("ok", "error", "output-limit", ...). Other exceptions
     propagate: they are the findings."""
-    for name, cap in RUN_CAPS.items():
-        if hasattr(pagewalk.runs, name):
-            setattr(pagewalk.runs, name, cap)
+    saved = {name: getattr(pagewalk.runs, name) for name in RUN_CAPS if hasattr(pagewalk.runs, name)}
+    for name in saved:
+        setattr(pagewalk.runs, name, RUN_CAPS[name])
+    try:
+        return _run_one(data, workdir)
+    finally:  # the caps are the fuzzer's: a test suite running it in-process keeps its own
+        for name, value in saved.items():
+            setattr(pagewalk.runs, name, value)
+
+
+def _run_one(data: bytes, workdir: str | None) -> str:
     kind, header, body = decode(data)
     own = workdir is None
     if own:

@@ -6,7 +6,7 @@ pte_entry notes every slot, pte_hole notes (addr, depth, 0), each of `layout.ran
 walked, then the state is flushed. It feeds pagewalk's `X86State` (the x86 note_page()) one
 event per entry, exactly as the kernel does. The fast paths (`format_fast` over `root_runs`, and
 `drive` over the same runs, and `format_fast` over `iter_runs` chunks) must produce the same text
-and the same W+X verdict.
+and the same W+X verdict; so must the compiled path (`ptdump.x86_compiled`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from pagewalk import open_image
 from pagewalk.arch.x86 import PTE_FLAGS_MASK, X86_64_4LEVEL, X86_64_5LEVEL
 from pagewalk.mode import Kind
+from pagewalk.ptdump import x86_compiled
 from pagewalk.ptdump.core import drive
 from pagewalk.ptdump.x86 import Layout, X86State, format_fast
 from pagewalk.runs import discover, iter_runs, root_runs
@@ -148,6 +149,13 @@ def assert_all_agree(mem, mode, root: int, layout: Layout) -> tuple[str, object]
     ref_text, ref_st, ref = reference_ptdump(mem, mode, root, layout)
     fast_text, fast_st, runs = fast_ptdump(mem, mode, root, layout)
     drv_text, drv_st = drive_ptdump(mode, runs, layout)
+    # the compiled path (pagewalk._x86dump), which dump/checkwx use when it is built
+    if x86_compiled.available(mode, layout):  # x86-64 (i386 stays on the numpy path)
+        out = io.StringIO()
+        c_st = x86_compiled.run(mem, mode, root, layout, out)
+        assert out.getvalue() == fast_text and c_st.ranges_written == fast_st.ranges_written
+        c_st = x86_compiled.run(mem, mode, root, layout, None, check_wx=True)
+        assert (c_st.wx_pages, c_st.wx_ranges) == (fast_st.wx_pages, fast_st.wx_ranges)
     if ref.missing:
         # a random table entry points outside the image: the kernel would read whatever memory is
         # there; runs.py prints a "[table ... not in image]" line, the reference has no equivalent

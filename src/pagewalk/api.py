@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TextIO
-
 from .kernel import WxResult
-from .runs import Runs, discover, root_runs
 from .target import Target
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "Speed")
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from .runs import Runs
 
 __all__ = ["WxResult", "checkwx", "dump", "runs_of", "table_pages"]
 
@@ -31,6 +34,10 @@ def checkwx(target: Target) -> WxResult:
 
 def table_pages(target: Target, views: list[str] | None = None) -> dict[int, int]:
     """PA -> size of every page-table page reachable from the given views (all by default)."""
+    from .runs import (
+        discover,  # the walk's module (numpy): dump and checkwx do without it
+    )
+
     out: dict[int, int] = {}
     for view in views or list(target.roots):
         root = target.roots[view]
@@ -44,4 +51,6 @@ def table_pages(target: Target, views: list[str] | None = None) -> dict[int, int
 
 def runs_of(target: Target, view: str = "kernel") -> Runs:
     """The compressed run list of a view (the data behind dump and checkwx)."""
+    from .runs import root_runs
+
     return root_runs(target.mem, target.mode_for(view), target.root(view))

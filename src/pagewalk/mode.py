@@ -10,10 +10,10 @@ lives in the hooks, which take one level and a numpy array of raw entries and wo
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
-import numpy as np
+from ._lazynp import np  # numpy on first use: resolving a target does not need it
+from ._record import FrozenRecord
 
 
 class Kind(enum.IntEnum):
@@ -33,15 +33,19 @@ class HwKind(enum.IntEnum):
     TABLE = 2
 
 
-@dataclass(frozen=True)
-class Level:
+class Level(FrozenRecord):
     """One hardware level: which VA bits index it and what the kernel calls it."""
 
-    name: str  # kernel name: pgd, p4d, pud, pmd, pte
-    shift: int  # VA bit where this level's index starts (log2 of the size one entry maps)
-    bits: int  # index width: the table has 1 << bits entries
-    klevel: int  # level number of note_page() events for entries of this table (0 pgd .. 4 pte)
-    hole_depth: int  # depth that pte_hole() reports for a none entry (folded levels merged)
+    _fields = ("name", "shift", "bits", "klevel", "hole_depth")
+
+    def __init__(self, name: str, shift: int, bits: int, klevel: int, hole_depth: int) -> None:
+        self._set(
+            name=name,  # kernel name: pgd, p4d, pud, pmd, pte
+            shift=shift,  # VA bit where this level's index starts (log2 of the size one entry maps)
+            bits=bits,  # index width: the table has 1 << bits entries
+            klevel=klevel,  # level number of note_page() events for entries of this table (0 pgd .. 4 pte)
+            hole_depth=hole_depth,  # depth that pte_hole() reports for a none entry (folded levels merged)
+        )
 
     @property
     def entries(self) -> int:
@@ -59,39 +63,77 @@ class Level:
 
 
 # Hook signatures. `level` is the hardware level index, 0 = root.
-Classify = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
-Perm = Callable[[int, np.ndarray], np.ndarray]
-Combine = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Classify = Callable[[int, "np.ndarray"], "tuple[np.ndarray, np.ndarray]"]
+Perm = Callable[[int, "np.ndarray"], "np.ndarray"]
+Combine = Callable[["np.ndarray", "np.ndarray"], "np.ndarray"]
 
 
-@dataclass(frozen=True)
-class PagingMode:
+def _no_reason(code: int) -> str:
+    return "fault"
+
+
+def _no_description(level: str, entry: int) -> str:
+    return ""
+
+
+class PagingMode(FrozenRecord):
     """A paging mode: geometry plus whole-array hooks for the kernel's and the MMU's view.
 
     `classify(level, entries)` gives (Kind per entry, next-table or output PA per entry) as the
     kernel's walker sees them; `hw_classify` the same as the MMU sees them (HwKind, and a reason
     code the arch explains in `fault_reason`). `perm` extracts the bits that are inherited down the
     levels and `perm_combine(parent, child)` folds them, as x86's effective_prot() does.
+    `extra` (architecture specifics) takes no part in equality.
     """
 
-    name: str
-    arch: str
-    levels: tuple[Level, ...]
-    entry_bytes: int
-    byteorder: str  # "<" little-endian, ">" big-endian
-    va_bits: int  # VA bits translated from the root
-    canonical: bool  # upper half addressed by sign extension (x86-64, arm64 TTBR1, riscv)
-    pa_bits: int
-    classify: Classify
-    hw_classify: Classify
-    perm: Perm
-    perm_combine: Combine
-    perm_top: int  # permission word above the root (the identity of perm_combine)
-    ptdump_key_mask: int  # entry bits whose change starts a new ptdump run
-    root_align: int = 4096
-    fault_reason: Callable[[int], str] = field(default=lambda code: "fault")
-    describe: Callable[[int, int], str] = field(default=lambda level, entry: "")
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    _fields = (
+        "name", "arch", "levels", "entry_bytes", "byteorder", "va_bits", "canonical", "pa_bits", "classify",
+        "hw_classify", "perm", "perm_combine", "perm_top", "ptdump_key_mask", "root_align", "fault_reason",
+        "describe", "extra",
+    )
+    _compare = _fields[:-1]
+
+    def __init__(
+        self,
+        name: str,
+        arch: str,
+        levels: tuple[Level, ...],
+        entry_bytes: int,
+        byteorder: str,
+        va_bits: int,
+        canonical: bool,
+        pa_bits: int,
+        classify: Classify,
+        hw_classify: Classify,
+        perm: Perm,
+        perm_combine: Combine,
+        perm_top: int,
+        ptdump_key_mask: int,
+        root_align: int = 4096,
+        fault_reason: Callable[[int], str] = _no_reason,
+        describe: Callable[[str, int], str] = _no_description,
+        extra: dict | None = None,
+    ) -> None:
+        self._set(
+            name=name,
+            arch=arch,
+            levels=levels,
+            entry_bytes=entry_bytes,
+            byteorder=byteorder,  # "<" little-endian, ">" big-endian
+            va_bits=va_bits,  # VA bits translated from the root
+            canonical=canonical,  # upper half addressed by sign extension (x86-64, arm64 TTBR1, riscv)
+            pa_bits=pa_bits,
+            classify=classify,
+            hw_classify=hw_classify,
+            perm=perm,
+            perm_combine=perm_combine,
+            perm_top=perm_top,  # permission word above the root (the identity of perm_combine)
+            ptdump_key_mask=ptdump_key_mask,  # entry bits whose change starts a new ptdump run
+            root_align=root_align,
+            fault_reason=fault_reason,
+            describe=describe,
+            extra={} if extra is None else extra,
+        )
 
     @property
     def dtype(self) -> np.dtype:

@@ -7,27 +7,39 @@ win over the image. Every guess is written to `notes`, which the CLI prints on s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
+from ._record import Record
 from .errors import PagewalkError, RootError, UsageError
 from .memory.base import MappedMemory
 from .mode import PagingMode
 
-@dataclass
-class Target:
+class Target(Record):
     """A paging mode and the roots of the views a kernel's debugfs would offer."""
 
-    mem: MappedMemory
-    mode: PagingMode
-    roots: dict[str, int]  # view name -> root table PA
-    layout: Any = None  # the kernel's address-space layout (markers, ptdump ranges)
-    notes: list[str] = field(default_factory=list)
-    pti: bool = False
-    kernel_version: str | None = None
-    unavailable: dict[str, str] = field(default_factory=dict)  # view -> why it has no root
-    kernel: Any = None  # the pagewalk.kernel module that formats and checks this architecture
-    quiet: bool = False  # no notes on stderr from the commands themselves (the CLI's -q)
+    _fields = ("mem", "mode", "roots", "layout", "notes", "pti", "kernel_version", "unavailable", "kernel", "quiet")
+
+    def __init__(
+        self,
+        mem: MappedMemory,
+        mode: PagingMode,
+        roots: dict[str, int],
+        layout: object = None,
+        notes: list[str] | None = None,
+        pti: bool = False,
+        kernel_version: str | None = None,
+        unavailable: dict[str, str] | None = None,
+        kernel: object = None,
+        quiet: bool = False,
+    ) -> None:
+        self.mem = mem
+        self.mode = mode
+        self.roots = roots  # view name -> root table PA
+        self.layout = layout  # the kernel's address-space layout (markers, ptdump ranges)
+        self.notes = [] if notes is None else notes
+        self.pti = pti
+        self.kernel_version = kernel_version
+        self.unavailable = {} if unavailable is None else unavailable  # view -> why it has no root
+        self.kernel = kernel  # the pagewalk.kernel module that formats and checks this architecture
+        self.quiet = quiet  # no notes on stderr from the commands themselves (the CLI's -q)
 
     def mode_for(self, view: str) -> PagingMode:
         """The paging mode of a view (arm64's TTBR0 half may differ from the TTBR1 one)."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from ._lazynp import np  # numpy on first use: a mode with scalar hooks translates one VA without it
 from .errors import MemoryReadError, PagewalkError
 from .memory.base import MappedMemory
 from .mode import HwKind, PagingMode
@@ -52,8 +51,10 @@ def translate(mem: MappedMemory, mode: PagingMode, root_pa: int, va: int) -> Tra
         return tr
     off = mode.table_offset(va)
     table_pa = root_pa
-    perm = np.uint64(mode.perm_top)
     window = mode.extra.get("index_window")  # partial tables (s390 TF/TL): see runs.discover()
+    # (hw_classify, perm, perm_combine) of one entry as an int, where the mode has them (x86)
+    scalar = mode.extra.get("scalar_hooks") if window is None else None
+    perm = mode.perm_top if scalar else np.uint64(mode.perm_top)
     parent: np.ndarray | None = None
     for i, lvl in enumerate(mode.levels):
         idx = (off >> lvl.shift) & (lvl.entries - 1)
@@ -77,10 +78,16 @@ def translate(mem: MappedMemory, mode: PagingMode, root_pa: int, va: int) -> Tra
             tr.fault = f"the {lvl.name} table at PA {table_pa:#x} is not in the image"
             return tr
         entry = int.from_bytes(raw, "little" if mode.byteorder == "<" else "big")
-        arr = np.array([entry], dtype=np.uint64)
-        kind, out = mode.hw_classify(i, arr)
-        k, o = int(kind[0]), int(out[0])
-        perm = mode.perm_combine(np.array([perm], np.uint64), mode.perm(i, arr))[0]
+        if scalar:
+            hw_one, perm_one, combine_one = scalar
+            arr = None
+            k, o = hw_one(i, entry)
+            perm = combine_one(perm, perm_one(i, entry))
+        else:
+            arr = np.array([entry], dtype=np.uint64)
+            kind, out = mode.hw_classify(i, arr)
+            k, o = int(kind[0]), int(out[0])
+            perm = mode.perm_combine(np.array([perm], np.uint64), mode.perm(i, arr))[0]
         flags = mode.describe(lvl.name, entry)
         if k == HwKind.FAULT:
             tr.steps.append(Step(lvl.name, table_pa, idx, entry, flags, "fault", int(perm)))

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-import numpy as np
+from .._lazynp import np  # numpy on first use: `pagewalk dump` builds this parser too
 
 SCHEMA_VERSION = 1
 ALIAS_LIMIT = 1000  # ranges `aliases` lists by default (the summary counts every one)

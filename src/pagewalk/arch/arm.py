@@ -35,7 +35,6 @@ pmd_large() (bits[1:0] = 0b01) or !pmd_present() (bit 0 clear), and PTEs are the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -143,11 +142,15 @@ _REASONS = {
 }
 
 
-@dataclass(frozen=True)
 class ArmMode(PagingMode):
     """A PagingMode whose VAs are `va_base + offset` (a TTBR1 region is the top of the 4 GiB)."""
 
-    va_base: int = 0
+    _fields = PagingMode._fields + ("va_base",)
+    _compare = PagingMode._compare + ("va_base",)
+
+    def __init__(self, *args: object, va_base: int = 0, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._set(va_base=va_base)
 
     def canonical_va(self, rel: int) -> int:
         return self.va_base + rel

@@ -27,7 +27,6 @@ note_page() maps levels 1 and 2 back to 0).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -140,14 +139,17 @@ def _u(v: int) -> np.uint64:
     return np.uint64(v)
 
 
-@dataclass(frozen=True)
 class Arm64Mode(PagingMode):
     """A PagingMode whose VAs are `va_base + offset`: TTBR1's region is the top 2^va_bits of the
     address space (VA bits 63:va_bits all ones, or bits 55:va_bits with TBI), not a sign-extended
     pair of halves; TTBR0's is the bottom."""
 
-    va_base: int = 0
-    tbi: bool = False
+    _fields = PagingMode._fields + ("va_base", "tbi")
+    _compare = PagingMode._compare + ("va_base", "tbi")
+
+    def __init__(self, *args: object, va_base: int = 0, tbi: bool = False, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._set(va_base=va_base, tbi=tbi)
 
     def canonical_va(self, rel: int) -> int:
         return self.va_base + rel

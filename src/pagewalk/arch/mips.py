@@ -123,7 +123,6 @@ _REASONS = {
 }
 
 
-@dataclass(frozen=True)
 class MipsMode(PagingMode):
     """A PagingMode whose root span is cut into VA windows: (offset start, offset end, VA start).
 
@@ -131,7 +130,12 @@ class MipsMode(PagingMode):
     address space (CKSSEG, CKSEG3); pgd_index() ignores the bits above the span.
     """
 
-    windows: tuple[tuple[int, int, int], ...] = ()
+    _fields = PagingMode._fields + ("windows",)
+    _compare = PagingMode._compare + ("windows",)
+
+    def __init__(self, *args: object, windows: tuple[tuple[int, int, int], ...] = (), **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._set(windows=windows)
 
     def canonical_va(self, rel: int) -> int:
         for lo, hi, va in self.windows:

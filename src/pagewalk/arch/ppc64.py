@@ -41,7 +41,6 @@ _WRITE/_EXEC (EAA), _PAGE_ACCESSED (R), _PAGE_DIRTY (C), _PAGE_SAO/_NON_IDEMPOTE
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -131,13 +130,16 @@ def _u(v: int) -> np.uint64:
     return np.uint64(v)
 
 
-@dataclass(frozen=True)
 class Ppc64Mode(PagingMode):
     """A radix tree: VAs are `va_base + offset` (quadrant 3 for the kernel's PID 0 tree), EA bits
     61:va_bits must be zero (ISA "Radix Tree Translation": otherwise a segment interrupt)."""
 
-    va_base: int = QUADRANT3
-    nls: tuple[int, ...] = ()  # index bits below the root, the NLS a directory entry must carry
+    _fields = PagingMode._fields + ("va_base", "nls")
+    _compare = PagingMode._compare + ("va_base", "nls")
+
+    def __init__(self, *args: object, va_base: int = QUADRANT3, nls: tuple[int, ...] = (), **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._set(va_base=va_base, nls=nls)  # nls: index bits below the root, the NLS a directory entry must carry
 
     def canonical_va(self, rel: int) -> int:
         return self.va_base + rel

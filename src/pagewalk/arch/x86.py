@@ -29,10 +29,10 @@ pgd, p4d and pud values), so its effective permissions never carry RW or USR wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 
-import numpy as np
-
+# numpy when a hook first runs: building the modes does not import it
+from .._lazynp import np
 from ..bits import mask
 from ..mode import HwKind, Kind, Level, PagingMode
 
@@ -59,11 +59,14 @@ PERM_BITS = _PAGE_USER | _PAGE_RW | _PAGE_NX
 _PDPTE_RESERVED = mask(2, 1) | mask(8, 5)  # SDM table 4-8: reserved (PS, bit 7, is one of them)
 _PSE36_RESERVED = 1 << 21  # SDM table 4-4: bits 20:13 are PA bits 39:32, bit 21 is reserved
 
-U64 = np.uint64
-
-
 def _u(v: int) -> np.uint64:
     return np.uint64(v)
+
+
+def __getattr__(name: str) -> object:
+    if name == "U64":  # np.uint64, without importing numpy with this module (PEP 562)
+        return np.uint64
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Reason codes of hw_classify() faults.
@@ -78,22 +81,16 @@ _REASONS = {
 _ROLE_KLEVEL = {"pgd": 0, "p4d": 1, "pud": 2, "pmd": 3, "pte": 4}
 
 
-@dataclass(frozen=True)
-class _Paging:
-    """The shape of one x86 paging mode: levels top-down as (name, VA shift, index bits, role)."""
-
-    name: str
-    arch: str
-    levels: tuple[tuple[str, int, int, str], ...]
-    entry_bytes: int
-    va_bits: int
-    canonical: bool
-    leaf_shift: dict  # hardware level -> page shift of an entry with PS=1 there
-    root_align: int
-    long_bits: int  # the kernel's unsigned long (pmd_none() truncates to it)
-    pdpt: bool = False  # the root is PAE's 4-entry PDPT
-    pse36: bool = False  # 32-bit paging: 4 MiB pages carry PA bits 39:32 in bits 20:13
-    pkeys: bool = True  # IA-32e paging: bits 62:59 of a leaf are a protection key
+# The shape of one x86 paging mode: levels top-down as (name, VA shift, index bits, role);
+# leaf_shift maps a hardware level to the page shift of an entry with PS=1 there; long_bits is the
+# kernel's unsigned long (pmd_none() truncates to it); pdpt: the root is PAE's 4-entry PDPT; pse36:
+# 32-bit paging's 4 MiB pages carry PA bits 39:32 in bits 20:13; pkeys: IA-32e paging's bits 62:59
+# of a leaf are a protection key. (A namedtuple: no dataclasses on the start-up path.)
+_Paging = namedtuple(
+    "_Paging",
+    "name arch levels entry_bytes va_bits canonical leaf_shift root_align long_bits pdpt pse36 pkeys",
+    defaults=(False, False, True),
+)
 
 
 _PAGINGS = {
@@ -148,7 +145,7 @@ def make_mode(paging: str, pa_bits: int = 52, pse: bool = True, kernel_fold: boo
         return e & _u(mask(51, shift))
 
     def classify(level: int, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        e = e.astype(U64, copy=False)
+        e = e.astype(np.uint64, copy=False)
         kind = np.full(e.shape, Kind.TABLE, dtype=np.uint8)
         flags = e & _u(PTE_FLAGS_MASK)
         addr = e & _u(PTE_PFN_MASK)
@@ -182,12 +179,12 @@ def make_mode(paging: str, pa_bits: int = 52, pse: bool = True, kernel_fold: boo
 
     def hw_classify(level: int, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(HwKind, PA or reason code): the MMU's view, SDM §4.3, §4.4.2, §4.5.4."""
-        e = e.astype(U64, copy=False)
+        e = e.astype(np.uint64, copy=False)
         present = (e & _u(_PAGE_PRESENT)) != 0
         ps = (e & _u(_PAGE_PSE)) != 0
         kind = np.full(e.shape, HwKind.TABLE, dtype=np.uint8)
         out = e & _u(PTE_PFN_MASK)
-        reason = np.zeros(e.shape, dtype=U64)
+        reason = np.zeros(e.shape, dtype=np.uint64)
         if level == nlev - 1:
             kind[:] = HwKind.LEAF
         elif level in hw_leaf:
@@ -221,15 +218,58 @@ def make_mode(paging: str, pa_bits: int = 52, pse: bool = True, kernel_fold: boo
         return kind, np.where(kind == HwKind.FAULT, reason, out)
 
     def perm(level: int, e: np.ndarray) -> np.ndarray:
-        e = e.astype(U64, copy=False)
+        e = e.astype(np.uint64, copy=False)
         if p.pdpt and level == 0 and not kernel_fold:
-            return np.full(e.shape, _u(_PAGE_USER | _PAGE_RW), dtype=U64)  # a PDPTE restricts nothing
+            return np.full(e.shape, _u(_PAGE_USER | _PAGE_RW), dtype=np.uint64)  # a PDPTE restricts nothing
         return e & _u(PERM_BITS)
 
     def perm_combine(parent: np.ndarray, child: np.ndarray) -> np.ndarray:
         """effective_prot() of arch/x86/mm/dump_pagetables.c: U and RW must be set at every
         level, NX at any one (SDM §4.6.1)."""
         return (parent & child & _u(_PAGE_USER | _PAGE_RW)) | ((parent | child) & _u(_PAGE_NX))
+
+    # The same three hooks for one entry as a Python int: translate() of a single VA without numpy
+    # (resolve() translates the KASLR base variables). tests/test_import_cost.py holds them equal
+    # to the array hooks above.
+    def leaf_addr_one(level: int, e: int) -> int:
+        shift = p.leaf_shift[level]
+        if p.pse36:
+            return (e & mask(31, shift)) | (((e >> 13) & 0xFF) << 32)
+        return e & mask(51, shift)
+
+    def hw_classify_one(level: int, e: int) -> tuple[int, int]:
+        """hw_classify() of one entry: (HwKind, PA or reason code)."""
+        ps = e & _PAGE_PSE
+        kind, out, reason = HwKind.TABLE, e & PTE_PFN_MASK, 0
+        if level == nlev - 1:
+            kind = HwKind.LEAF
+        elif level in hw_leaf:
+            low = _PSE36_RESERVED if p.pse36 else mask(hw_leaf[level] - 1, 13)
+            if ps:
+                kind, out = HwKind.LEAF, leaf_addr_one(level, e)
+                if e & low:
+                    kind, reason = HwKind.FAULT, _RESERVED_LARGE
+        elif level in p.leaf_shift or p.pdpt and level == 0:
+            pass
+        elif ps:
+            kind, reason = HwKind.FAULT, _RESERVED_PS
+        if p.pdpt and level == 0:
+            if e & (((1 << 64) - 1) ^ ((1 << pa_bits) - 1)):
+                kind, reason = HwKind.FAULT, _RESERVED_PA
+        elif p.pdpt or pa_high and p.entry_bytes == 8:
+            if e & (mask(62, pa_bits) if p.pdpt else pa_high):
+                kind, reason = HwKind.FAULT, _RESERVED_PA
+        if not e & _PAGE_PRESENT:
+            kind, reason = HwKind.FAULT, _NOT_PRESENT
+        return int(kind), reason if kind == HwKind.FAULT else out
+
+    def perm_one(level: int, e: int) -> int:
+        if p.pdpt and level == 0 and not kernel_fold:
+            return _PAGE_USER | _PAGE_RW
+        return e & PERM_BITS
+
+    def perm_combine_one(parent: int, child: int) -> int:
+        return (parent & child & (_PAGE_USER | _PAGE_RW)) | ((parent | child) & _PAGE_NX)
 
     def describe_entry(level_name: str, entry: int) -> str:
         if p.pdpt and level_name == levels[0].name:
@@ -255,7 +295,8 @@ def make_mode(paging: str, pa_bits: int = 52, pse: bool = True, kernel_fold: boo
         root_align=p.root_align,
         fault_reason=lambda code: _REASONS.get(code, "fault"),
         describe=describe_entry,
-        extra={"paging": paging, "pse": pse, "kernel_fold": kernel_fold, "perm_text": perm_text},
+        extra={"paging": paging, "pse": pse, "kernel_fold": kernel_fold, "perm_text": perm_text,
+               "scalar_hooks": (hw_classify_one, perm_one, perm_combine_one)},
     )
     if p.pdpt and not kernel_fold:
         mode.extra["ptdump_view"] = make_mode(paging, pa_bits, pse, kernel_fold=True)

@@ -8,12 +8,16 @@ and one line in SUPPORT.
 from __future__ import annotations
 
 import importlib
-import json
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, TextIO
 
+from .._record import Record
 from ..errors import UsageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "Speed")
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from ..mode import PagingMode
 
 SUPPORT = {
     "x86_64": "x86",
@@ -31,27 +35,31 @@ ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "aarch64": "arm64", "i686": "i
 JSON_SCHEMA_VERSION = 1
 
 
-@dataclass
-class WxResult:
+class WxResult(Record):
     """The W+X verdict of one walk, with the kernel's lines and the insecure ranges."""
 
-    wx_pages: int
-    ranges: list[tuple[int, int]]
-    lines: list[str]
+    _fields = ("wx_pages", "ranges", "lines")
+
+    def __init__(self, wx_pages: int, ranges: list[tuple[int, int]], lines: list[str]) -> None:
+        self.wx_pages = wx_pages
+        self.ranges = ranges
+        self.lines = lines
 
     @property
     def passed(self) -> bool:
         return self.wx_pages == 0
 
 
-def json_head(mode: Any, view: str, root_pa: int, **more: Any) -> dict:
+def json_head(mode: PagingMode, view: str, root_pa: int, **more: object) -> dict:
     """The fields every `dump --format json` document starts with (schema "pagewalk.dump", SCHEMAS.md)."""
     return {"schema": "pagewalk.dump", "version": JSON_SCHEMA_VERSION, "arch": mode.arch, "mode": mode.name,
             "view": view, "root_pa": root_pa, **more}
 
 
-def write_json_dump(out: TextIO, mode: Any, view: str, root_pa: int, records: list[dict], **more: Any) -> int:
+def write_json_dump(out: TextIO, mode: PagingMode, view: str, root_pa: int, records: list[dict], **more: object) -> int:
     """Write one "pagewalk.dump" document holding `records` to `out`; returns the ranges written."""
+    import json
+
     out.write(json.dumps({**json_head(mode, view, root_pa, **more), "ranges": records}, indent=1))
     out.write("\n")
     return len(records)

@@ -398,12 +398,22 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     return write_json_dump(out, mode, view, root, records or [])
 
 
-@dataclass
 class Arm64WxResult(WxResult):
     """WxResult with the arm64 kernel's second count: the check also fails on non-UXN kernel pages."""
 
-    uxn_pages: int = 0
-    uxn_ranges: list[tuple[int, int]] = field(default_factory=list)
+    _fields = WxResult._fields + ("uxn_pages", "uxn_ranges")
+
+    def __init__(
+        self,
+        wx_pages: int,
+        ranges: list[tuple[int, int]],
+        lines: list[str],
+        uxn_pages: int = 0,
+        uxn_ranges: list[tuple[int, int]] | None = None,
+    ) -> None:
+        super().__init__(wx_pages, ranges, lines)
+        self.uxn_pages = uxn_pages
+        self.uxn_ranges = [] if uxn_ranges is None else uxn_ranges
 
     @property
     def passed(self) -> bool:

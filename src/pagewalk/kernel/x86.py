@@ -8,20 +8,24 @@ effective_prot() fold (`arch.x86.ptdump_view()`).
 
 from __future__ import annotations
 
-import json
-from typing import TextIO
+import struct
 
-import numpy as np
-
+from .._lazynp import np  # numpy on first use: resolve() and the compiled dump need none
 from ..arch import x86
 from ..errors import PagewalkError, RootError, UsageError
 from ..memory.base import MappedMemory
 from ..memory.notes import vmcoreinfo_int
 from ..mode import Kind, PagingMode
-from ..ptdump.x86 import Layout, format_fast
-from ..runs import iter_runs, root_runs
+from ..ptdump.x86_layout import Layout
 from ..target import Target, check_root
 from . import WxResult, json_head
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "Speed")
+if TYPE_CHECKING:
+    from typing import TextIO
+
+# The walk's modules (runs, ptdump.x86: numpy) are imported by dump() and checkwx() where they
+# need them: resolving a target and the compiled x86-64 ptdump never load numpy (README "Speed").
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map
 # kernel variables the layout is read from (KASLR bases); `extract` keeps their pages
@@ -133,8 +137,8 @@ def _looks_like_pti(
     k_table, u_table = kernel_root, kernel_root + 4096
     for level, lvl in enumerate(mode.levels[:-1]):
         try:
-            kern = np.array(mem.table(k_table, lvl.entries, mode.dtype)).astype(np.uint64)
-            user = np.array(mem.table(u_table, lvl.entries, mode.dtype)).astype(np.uint64)
+            kern = _table_entries(mem, mode, k_table, lvl.entries)
+            user = _table_entries(mem, mode, u_table, lvl.entries)
         except PagewalkError:
             return False
         span_mask = lvl.entries - 1
@@ -145,8 +149,8 @@ def _looks_like_pti(
             # the user copy maps a small part of the kernel half (entry code, CPU entry area);
             # without PTI the page after a PGD is unrelated memory or another full PGD
             first = (mode.table_offset(kernel_start) >> lvl.shift) & span_mask if level == 0 else 0
-            mapped_u = int(np.count_nonzero(user[first:]))
-            mapped_k = int(np.count_nonzero(kern[first:]))
+            mapped_u = sum(1 for e in user[first:] if e)
+            mapped_k = sum(1 for e in kern[first:] if e)
             return mapped_u < mapped_k
         kinds, addrs = mode.classify(level, np.array([kern[i_cea], user[i_cea]], np.uint64))
         if (kinds != Kind.TABLE).any() or addrs[0] == addrs[1]:
@@ -154,6 +158,15 @@ def _looks_like_pti(
         k_table, u_table = int(addrs[0]), int(addrs[1])
         kernel_start = 0
     return False
+
+
+def _table_entries(mem: MappedMemory, mode: PagingMode, pa: int, count: int) -> list[int]:
+    """The `count` entries of the table at `pa` as ints, as `mem.table()` gives them (PagewalkError
+    where it would raise); an mmapped image is read without numpy."""
+    if isinstance(mem, MappedMemory) and type(mem).table is MappedMemory.table:
+        raw = mem.table_bytes(pa, count * mode.entry_bytes)
+        return list(struct.unpack(f"{mode.byteorder}{count}{'Q' if mode.entry_bytes == 8 else 'I'}", raw))
+    return np.array(mem.table(pa, count, mode.dtype)).astype(np.uint64).tolist()
 
 
 def _x86_layout(
@@ -165,8 +178,6 @@ def _x86_layout(
     defines: dict[str, int],
     notes: list[str],
 ) -> Layout:
-    from ..translate import translate
-
     layout = Layout(l5=l5)
     names = {
         "page_offset_base": "page_offset",
@@ -175,6 +186,8 @@ def _x86_layout(
     }
     for sym, attr in names.items():
         if sym in kallsyms:
+            from ..translate import translate
+
             t = translate(mem, mode, root, kallsyms[sym])
             if t.ok and mem.contains(t.pa, 8):
                 setattr(layout, attr, mem.read_u64(t.pa))
@@ -215,11 +228,20 @@ def dump(target: Target, view: str, out: TextIO, fmt: str = "text") -> int:
     Returns the number of ranges written.
     >>> dump(resolve(open_image("core.elf")), "kernel", sys.stdout)  # doctest: +SKIP
     """
+    from ..ptdump import x86_compiled
+
     root = target.root(view)
     mode = x86.ptdump_view(target.mode)
+    if fmt != "json" and x86_compiled.available(mode, target.layout):
+        return x86_compiled.run(target.mem, mode, root, target.layout, out).ranges_written
+    from ..ptdump.x86 import format_fast
+    from ..runs import iter_runs
+
     runs = iter_runs(target.mem, mode, root)  # streamed: the text is written as the walk goes
     if fmt != "json":
         return format_fast(mode, runs, target.layout, out).ranges_written
+    import json
+
     out.write(json.dumps(json_head(target.mode, view, root))[:-1] + ', "ranges": [\n')
     st = format_fast(mode, runs, target.layout, out, json_records=True)
     out.write("\n]}\n")
@@ -235,6 +257,8 @@ def checkwx(target: Target) -> WxResult:
     >>> checkwx(target).passed  # doctest: +SKIP
     True
     """
+    from ..ptdump import x86_compiled
+
     lines: list[str] = []
     total = 0
     all_ranges: list[tuple[int, int]] = []
@@ -243,6 +267,8 @@ def checkwx(target: Target) -> WxResult:
     runs = None
     why = "__supported_pte_mask has no NX"
     if nx is None:  # the kernel sets NX on its data wherever the CPU has it (i386: 4 GiB at most)
+        from ..runs import root_runs
+
         runs = root_runs(target.mem, mode, target.root("kernel"))
         nx = bool((runs.key & np.uint64(x86._PAGE_NX)).any())
         why = "no page-table entry uses NX (the CPU or the kernel has none)"
@@ -257,9 +283,15 @@ def checkwx(target: Target) -> WxResult:
     for view, header in views:
         if header:
             lines.append(header)
-        if header or runs is None:
-            runs = iter_runs(target.mem, mode, target.root(view))
-        st = format_fast(mode, runs, target.layout, None, check_wx=True)
+        if x86_compiled.available(mode, target.layout):
+            st = x86_compiled.run(target.mem, mode, target.root(view), target.layout, None, check_wx=True)
+        else:
+            from ..ptdump.x86 import format_fast
+            from ..runs import iter_runs
+
+            if header or runs is None:
+                runs = iter_runs(target.mem, mode, target.root(view))
+            st = format_fast(mode, runs, target.layout, None, check_wx=True)
         for start, end in st.wx_ranges:
             npages = ((end - start) % (1 << target.layout.bits)) // 4096
             lines.append(f"x86/mm: Found insecure W+X mapping at address {start:#x} ({npages} pages)")

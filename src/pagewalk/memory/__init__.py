@@ -9,9 +9,17 @@ from __future__ import annotations
 import os
 
 from ..errors import FormatError, PagewalkError
-from .base import CpuState, MappedMemory, PhysicalMemory
+from .base import CpuState, MappedMemory
 
 __all__ = ["CpuState", "MappedMemory", "PhysicalMemory", "open_image"]
+
+
+def __getattr__(name: str):
+    if name == "PhysicalMemory":  # typing's Protocol: loaded on first use (PEP 562)
+        from .protocol import PhysicalMemory
+
+        return PhysicalMemory
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _KDUMP_MAGICS = (b"KDUMP   ", b"makedumpfile")
 

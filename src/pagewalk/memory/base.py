@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import mmap
-from dataclasses import dataclass, field
-from typing import Protocol
+from bisect import bisect_right
+from functools import cached_property
 
-import numpy as np
-
+# numpy on first use: opening an image and scalar reads do not need it
+from .._lazynp import np
+from .._record import Record
 from ..errors import MemoryReadError
 
 
-@dataclass
-class CpuState:
+class CpuState(Record):
     """What an image says about the machine: registers, VMCOREINFO, architecture."""
 
-    arch: str | None = None  # "x86_64", "aarch64", ...
-    regs: dict[str, int] = field(default_factory=dict)  # lower-case names: cr3, cr4, ...
-    vmcoreinfo: dict[str, str] = field(default_factory=dict)
-    notes: list[tuple[str, int, bytes]] = field(default_factory=list)  # (name, type, desc) as found
+    _fields = ("arch", "regs", "vmcoreinfo", "notes")
+
+    def __init__(
+        self,
+        arch: str | None = None,
+        regs: dict[str, int] | None = None,
+        vmcoreinfo: dict[str, str] | None = None,
+        notes: list[tuple[str, int, bytes]] | None = None,
+    ) -> None:
+        self.arch = arch  # "x86_64", "aarch64", ...
+        self.regs = {} if regs is None else regs  # lower-case names: cr3, cr4, ...
+        self.vmcoreinfo = {} if vmcoreinfo is None else vmcoreinfo
+        self.notes = [] if notes is None else notes  # (name, type, desc) as found
 
 
 def in_ranges(starts: np.ndarray, ends: np.ndarray, pas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,25 +59,21 @@ def check_table_size(pas: np.ndarray, nbytes: int, largest: int) -> None:
         )
 
 
-class PhysicalMemory(Protocol):
-    """Guest-physical memory: read bytes, typed tables, or many tables at once."""
+def __getattr__(name: str):
+    if name == "PhysicalMemory":  # typing's Protocol: loaded on first use (PEP 562), not on start-up
+        from .protocol import PhysicalMemory
 
-    def read(self, pa: int, size: int) -> bytes: ...
-
-    def runs(self) -> list[tuple[int, int]]: ...
-
-    def table(self, pa: int, count: int, dtype: np.dtype) -> np.ndarray: ...
-
-    def gather_tables(
-        self, pas: np.ndarray, count: int, dtype: np.dtype
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+        return PhysicalMemory
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class MappedMemory:
     """Physical memory served from one mmapped file through a sorted segment list.
 
     `seg_pa[i]`..`seg_end[i]` lives at file offset `seg_off[i]`. Reads never copy more than
-    asked; tables come back as numpy views of the mapping.
+    asked; tables come back as numpy views of the mapping. Scalar access (read, contains, runs)
+    goes through the sorted segment list with bisect and never imports numpy; the numpy arrays
+    of the segments are built on first vectorised use.
     """
 
     def __init__(self, path: str, segments: list[tuple[int, int, int]], cpu: CpuState | None = None):
@@ -81,13 +86,38 @@ class MappedMemory:
             # tables are scattered: no read-ahead around each one (it would only fill memory)
             self._mm.madvise(mmap.MADV_RANDOM)
         segs = sorted((pa, n, off) for pa, n, off in segments if n > 0)
-        self.seg_pa = np.array([s[0] for s in segs], dtype=np.uint64)
-        self.seg_end = np.array([s[0] + s[1] for s in segs], dtype=np.uint64)
-        self.seg_off = np.array([s[2] for s in segs], dtype=np.int64)
         self._segs = segs
+        self._seg_starts = [s[0] for s in segs]  # bisect keys of the scalar path
         self.cpu = cpu or CpuState()
         self._views: dict[str, np.ndarray] = {}
-        self._bytes = np.frombuffer(self._mm, dtype=np.uint8) if self._mm is not None else np.zeros(0, np.uint8)
+        self._closed = False
+
+    # the segment list as numpy arrays, for the vectorised paths (built on first use)
+    @cached_property
+    def seg_pa(self) -> np.ndarray:
+        return np.array([s[0] for s in self._segs], dtype=np.uint64)
+
+    @cached_property
+    def seg_end(self) -> np.ndarray:
+        return np.array([s[0] + s[1] for s in self._segs], dtype=np.uint64)
+
+    @cached_property
+    def seg_off(self) -> np.ndarray:
+        return np.array([s[2] for s in self._segs], dtype=np.int64)
+
+    @cached_property
+    def _bytes(self) -> np.ndarray:
+        """The whole file as bytes (zero-copy)."""
+        if self._mm is None or self._closed:
+            return np.zeros(0, np.uint8)
+        return np.frombuffer(self._mm, dtype=np.uint8)
+
+    def _segment(self, pa: int) -> int:
+        """Index of the segment that starts at or below `pa` (-1: none), as np.searchsorted(seg_pa,
+        np.uint64(pa), side="right") - 1 gives it."""
+        if not 0 <= pa < 1 << 64:
+            np.uint64(pa)  # the OverflowError the vectorised lookup raises for such a PA
+        return bisect_right(self._seg_starts, pa) - 1
 
     # -- scalar access ---------------------------------------------------------------------
     def runs(self) -> list[tuple[int, int]]:
@@ -101,11 +131,14 @@ class MappedMemory:
         return out
 
     def _locate(self, pa: int, size: int) -> int:
-        i = int(np.searchsorted(self.seg_pa, np.uint64(pa), side="right")) - 1
-        if i < 0 or pa + size > int(self.seg_end[i]):
+        i = self._segment(pa)
+        if i < 0:
+            raise MemoryReadError(pa, size)
+        seg_pa, seg_n, seg_off = self._segs[i]
+        if pa + size > seg_pa + seg_n:
             # A read may straddle two adjacent segments; callers that need that use read().
             raise MemoryReadError(pa, size)
-        return int(self.seg_off[i]) + (pa - int(self.seg_pa[i]))
+        return seg_off + (pa - seg_pa)
 
     def contains(self, pa: int, size: int = 1) -> bool:
         try:
@@ -118,11 +151,14 @@ class MappedMemory:
         """`size` bytes at `pa`, across segment boundaries where they are contiguous."""
         out = bytearray()
         while size > 0:
-            i = int(np.searchsorted(self.seg_pa, np.uint64(pa), side="right")) - 1
-            if i < 0 or pa >= int(self.seg_end[i]):
+            i = self._segment(pa)
+            if i < 0:
                 raise MemoryReadError(pa, size)
-            n = min(size, int(self.seg_end[i]) - pa)
-            off = int(self.seg_off[i]) + (pa - int(self.seg_pa[i]))
+            seg_pa, seg_n, seg_off = self._segs[i]
+            if pa >= seg_pa + seg_n:
+                raise MemoryReadError(pa, size)
+            n = min(size, seg_pa + seg_n - pa)
+            off = seg_off + (pa - seg_pa)
             out += self._mm[off : off + n]
             pa += n
             size -= n
@@ -147,6 +183,11 @@ class MappedMemory:
         dtype = np.dtype(dtype)
         off = self._locate(pa, count * dtype.itemsize)
         return np.frombuffer(self._mm, dtype=dtype, count=count, offset=off)
+
+    def table_bytes(self, pa: int, nbytes: int) -> bytes:
+        """The bytes of `table(pa, ...)` (`nbytes` in one segment, else MemoryReadError), without numpy."""
+        off = self._locate(pa, nbytes)
+        return self._mm[off : off + nbytes]
 
     def file_offsets(self, pas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """File offsets of many PAs, and whether `size` bytes from each lie in one segment."""
@@ -190,7 +231,8 @@ class MappedMemory:
 
     def close(self) -> None:
         self._views.clear()
-        self._bytes = np.zeros(0, np.uint8)
+        self._closed = True
+        self.__dict__.pop("_bytes", None)  # its export of the mapping goes (an empty array if asked again)
         if self._mm is not None:
             try:
                 self._mm.close()
