@@ -24,7 +24,6 @@
 #include <string.h>
 #include <errno.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define X_PRESENT 0x1ULL
@@ -53,7 +52,7 @@
 
 #define CACHE_TABLE_RUNS (1 << 18) /* runs.CACHE_TABLE_RUNS */
 #define CACHE_RUNS (1 << 19)       /* runs.CACHE_RUNS */
-#define RELEASE_TABLES 1024        /* bottom tables read between two madvise(DONTNEED) */
+#define RELEASE_TABLES 1024        /* bottom tables read through a mapping between two madvise(DONTNEED) */
 #define OUT_CHUNK (1 << 18)
 
 static const char *LEVEL_NAME[] = {"pgd", "p4d", "pud", "pmd", "pte"};
@@ -85,6 +84,15 @@ typedef struct {
     uint64_t start, end; /* offsets in the root's span, end exclusive */
 } Range;
 
+/* printk_prot() of (prot, level), from a small direct-mapped cache: a dump has few distinct ones */
+#define PROT_TEXT 34 /* 30 columns of flags, the level's 3 letters, '\n' */
+#define PROT_CACHE 256
+typedef struct {
+    uint64_t prot;
+    int level; /* -1: empty */
+    char text[PROT_TEXT];
+} ProtText;
+
 typedef struct {
     uint64_t off;
     int max_lines;
@@ -96,9 +104,7 @@ typedef struct {
     /* memory: one buffer and its segments, or a Python callable pa -> bytes | None */
     const uint8_t *buf;
     Py_ssize_t buf_len;
-    int fd; /* >= 0: tables are read from this file, through map (else pread()), not buf */
-    const uint8_t *map; /* our own read-only mapping of fd, dropped every RELEASE_TABLES tables */
-    size_t map_len;
+    int fd; /* >= 0: tables are pread() from this file, not read through buf */
     uint8_t level_buf[MAX_LEVELS + 1][TABLE_BYTES];
     uint64_t *seg_pa, *seg_end;
     int64_t *seg_off;
@@ -136,6 +142,7 @@ typedef struct {
     uint64_t wx_pages;
     PyObject *wx_list;
     long long wx_max, wx_dropped;
+    ProtText prot_cache[PROT_CACHE];
     /* output: chunks of text to a Python callable */
     PyObject *write;
     int binary; /* write takes bytes (a binary file's write), else str */
@@ -190,11 +197,7 @@ static const uint8_t *table_at(W *w, int level, uint64_t pa, PyObject **owner) {
     Py_ssize_t i = lo - 1;
     if (i < 0 || pa + TABLE_BYTES > w->seg_end[i] || pa + TABLE_BYTES < pa) return NULL;
     int64_t off = w->seg_off[i] + (int64_t)(pa - w->seg_pa[i]);
-    if (w->map) {
-        if (off < 0 || (uint64_t)off + TABLE_BYTES > w->map_len) return NULL; /* the file ends inside it */
-        return w->map + off;
-    }
-    if (w->fd >= 0) { /* pread: where the file cannot be mapped */
+    if (w->fd >= 0) { /* pread(): the process's memory stays its own, whatever the image's size */
         uint8_t *dst = w->level_buf[level];
         ssize_t got;
         do got = pread(w->fd, dst, TABLE_BYTES, (off_t)off);
@@ -211,20 +214,8 @@ static const uint8_t *table_at(W *w, int level, uint64_t pa, PyObject **owner) {
 }
 
 static void release_pages(W *w) {
-    /* the pages read so far leave the process (they stay in the page cache): its memory stays
-     * bounded by the tables of a few thousand reads, whatever the image's size */
-    if (w->map) madvise((void *)w->map, w->map_len, MADV_DONTNEED);
-    else if (w->release && w->buf && w->buf_len > 0) madvise((void *)w->buf, (size_t)w->buf_len, MADV_DONTNEED);
-}
-
-static void map_file(W *w) {
-    struct stat st;
-    if (fstat(w->fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) return;
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, w->fd, 0);
-    if (m == MAP_FAILED) return; /* pread() then */
-    madvise(m, (size_t)st.st_size, MADV_RANDOM); /* tables are scattered: no read-ahead around them */
-    w->map = m;
-    w->map_len = (size_t)st.st_size;
+    /* a caller's mapping: the pages read so far leave the process (they stay in the page cache) */
+    if (w->release && w->buf && w->buf_len > 0) madvise((void *)w->buf, (size_t)w->buf_len, MADV_DONTNEED);
 }
 
 /* ---- classification (arch/x86.py classify(), arch/x86/include/asm/pgtable.h) ------------------ */
@@ -400,12 +391,12 @@ static void out_header(W *w, Py_ssize_t m) {
     out_str(w, " ]---\n", 6);
 }
 
-static const char HEX[] = "0123456789abcdef";
+static char HEX2[512]; /* byte -> its two hex digits (filled at module init) */
 
 static inline char *put_hex16(char *p, uint64_t v) {
-    for (int i = 15; i >= 0; i--) {
-        p[i] = HEX[v & 15];
-        v >>= 4;
+    for (int i = 7; i >= 0; i--) {
+        memcpy(p + 2 * i, HEX2 + 2 * (v & 255), 2);
+        v >>= 8;
     }
     return p + 16;
 }
@@ -430,6 +421,17 @@ static char *put_prot(char *p, uint64_t prot, int level) {
     memcpy(p, LEVEL_NAME[level], 3);
     p[3] = '\n';
     return p + 4;
+}
+
+static char *put_prot_cached(W *w, char *p, uint64_t prot, int level) {
+    ProtText *c = &w->prot_cache[(prot ^ (prot >> 29) ^ (prot >> 52) ^ (uint64_t)level * 0x9E37u) & (PROT_CACHE - 1)];
+    if (c->level != level || c->prot != prot) {
+        put_prot(c->text, prot, level);
+        c->prot = prot;
+        c->level = level;
+    }
+    memcpy(p, c->text, PROT_TEXT);
+    return p + PROT_TEXT;
 }
 
 /* One range line: "0x%016lx-0x%016lx   %9lu%c " and printk_prot() (or, not the kernel's, the
@@ -463,7 +465,7 @@ static void out_line(W *w, uint64_t start, uint64_t end, uint64_t delta) {
         p += sprintf(p, "[table at PA 0x%llx not in image] %s\n", (unsigned long long)(w->cur_key & PFN_MASK),
                      LEVEL_NAME[MISSING_BASE - w->cur_klevel]);
     } else {
-        p = put_prot(p, w->cur_key, w->cur_klevel);
+        p = put_prot_cached(w, p, w->cur_key, w->cur_klevel);
     }
     w->out_n += (size_t)(p - p0);
 }
@@ -724,6 +726,7 @@ static PyObject *x86_ptdump(PyObject *self, PyObject *args) {
     W *w = PyMem_Calloc(1, sizeof(W));
     if (!w) return PyErr_NoMemory();
     w->fd = -1;
+    for (int i = 0; i < PROT_CACHE; i++) w->prot_cache[i].level = -1;
     Py_buffer view = {0};
     int have_view = 0;
     PyObject *result = NULL;
@@ -761,7 +764,6 @@ static PyObject *x86_ptdump(PyObject *self, PyObject *args) {
                 if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad file descriptor");
                 goto done;
             }
-            map_file(w);
         } else {
             if (PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE) < 0) goto done;
             have_view = 1;
@@ -866,7 +868,6 @@ done:
     PyMem_Free(w->markers);
     PyMem_Free(w->out);
     Py_XDECREF(w->wx_list);
-    if (w->map) munmap((void *)w->map, w->map_len);
     PyMem_Free(w);
     return result;
 }
@@ -880,4 +881,8 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "pagewalk._x86dump", "The x86-64 ptdump walk and text, compiled (see _x86dump.c).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__x86dump(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__x86dump(void) {
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 256; i++) HEX2[2 * i] = hex[i >> 4], HEX2[2 * i + 1] = hex[i & 15];
+    return PyModule_Create(&module);
+}
