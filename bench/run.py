@@ -297,7 +297,7 @@ def bench_pagewalk_cli(img: Image, runs: int, json_check: bool) -> dict:
         # issue 3's memory target: the output streams, so the peak is the tables plus a constant
         budget_kb = int(img.meta.get("table_pages", 0)) * 4 + RSS_SLACK_MIB * 1024
         check(checks, f"peak RSS <= page tables + {RSS_SLACK_MIB} MiB", max(rss) <= budget_kb, True)
-    return {"wall": median(walls), "rss_kb": max(rss) if rss else None, "checks": checks, "ok": all_ok(checks),
+    return {"wall": median(walls), "walls": walls, "rss_kb": max(rss) if rss else None, "checks": checks, "ok": all_ok(checks),
             "notes": notes, **extra}
 
 
@@ -495,10 +495,23 @@ def ensure_peers() -> tuple[Path | None, str]:
     return py, ""
 
 
-def bench_peer(py: Path, tool: str, img: Image, runs: int) -> dict:
+def pagewalk_dump_once(img: Image, tag: str) -> float:
+    """One more timed `pagewalk dump` of `img` as bench_pagewalk_cli() runs it (its text is
+    checked there): its wall time."""
+    txt = OUT / f"{img.name}.dump.txt"
+    common = [str(img.path), "--image-format", "raw", "--arch", "x86_64", "--reg", f"cr3={img.cr3:#x}",
+              "--reg", f"cr4={img.cr4:#x}", "--pti", "off", "-q"]
+    return run_proc(pagewalk_cmd() + ["dump"] + common + ["-o", str(txt)], tag, rss=True).wall
+
+
+def bench_peer(py: Path, tool: str, img: Image, runs: int, between=None) -> dict:
+    """A peer's whole-process runs; `between()` runs after each (pagewalk's runs interleaved with
+    the peer's, so that both are timed under the same load: this machine's speed drifts)."""
     walls, res, rss = [], None, []
     for i in range(runs):
         p = run_proc([str(py), str(HERE / "peers.py"), tool, str(img.path)], f"{img.name}.{tool}.{i}", rss=True)
+        if between is not None:
+            between()
         try:
             res = json.loads(p.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -617,7 +630,8 @@ def wrong_details(results: list[dict]) -> list[str]:
 
 
 NOTES = """\
-Notes: medians of {runs} runs (pagewalk s: of at least 7); "ok"/"WRONG" = every check of that column against gen_synth.py's ground truth
+Notes: medians of {runs} runs (pagewalk s: of at least 7, plus one after each peer run, so that both are timed
+under the same load); "ok"/"WRONG" = every check of that column against gen_synth.py's ground truth
 (details below when WRONG). C floor = walk_ref.c (gcc -O2), whole process; C walk = its own in-process walk time.
 pagewalk s = `pagewalk dump IMAGE --image-format raw ... -o FILE` (kernel ptdump text), whole process.
 walk+coalesce = pagewalk.runs.root_runs() in process; translate_many = pagewalk.translate.translate_many() on
@@ -747,7 +761,14 @@ def main(argv: list[str] | None = None) -> int:
             elif tool == "vol3" and img.levels != 4:
                 res["peers"][tool] = {"status": "n/a", "reason": "volatility3 has no 5-level (LA57) Intel layer"}
             else:
-                res["peers"][tool] = bench_peer(peers_py, tool, img, args.runs)
+                extra = res["cli"].setdefault("walls_beside_peers", [])
+                tag = f"{img.name}.pagewalk.beside-{tool}"
+                res["peers"][tool] = bench_peer(
+                    peers_py, tool, img, args.runs,
+                    between=lambda: extra.append(pagewalk_dump_once(img, f"{tag}.{len(extra)}")))
+        if res["cli"].get("walls_beside_peers") and res["cli"]["ok"]:
+            # pagewalk's median over its own runs and those made beside the peers' runs
+            res["cli"]["wall"] = median(res["cli"]["walls"] + res["cli"]["walls_beside_peers"])
         results.append(res)
 
     startup = bench_startup(args.runs)

@@ -84,6 +84,15 @@ typedef struct {
     uint64_t start, end; /* offsets in the root's span, end exclusive */
 } Range;
 
+/* Tables read from the file for one level: n tables from pa0 (one table per level is in use at a
+ * time, the walk being depth-first; level MAX_LEVELS is the reference count's) */
+#define READ_AHEAD 64
+typedef struct {
+    uint8_t *buf; /* READ_AHEAD tables */
+    uint64_t pa0, last_pa;
+    int n, ahead;
+} Window;
+
 /* printk_prot() of (prot, level), from a small direct-mapped cache: a dump has few distinct ones */
 #define PROT_TEXT 34 /* 30 columns of flags, the level's 3 letters, '\n' */
 #define PROT_CACHE 256
@@ -105,7 +114,7 @@ typedef struct {
     const uint8_t *buf;
     Py_ssize_t buf_len;
     int fd; /* >= 0: tables are pread() from this file, not read through buf */
-    uint8_t level_buf[MAX_LEVELS + 1][TABLE_BYTES];
+    Window win[MAX_LEVELS + 1];
     uint64_t *seg_pa, *seg_end;
     int64_t *seg_off;
     Py_ssize_t nseg;
@@ -165,8 +174,7 @@ static inline uint64_t rd64(const uint8_t *p) {
 
 /* The table at `pa` (TABLE_BYTES in one segment, as MappedMemory.gather_tables() requires), or
  * NULL. With a reader callable, *owner gets the bytes object to release after use; with a file
- * descriptor the table is read into level_buf[level] (one table per level is in use at a time:
- * the walk is depth-first; level MAX_LEVELS is the reference count's scratch). */
+ * descriptor the table is read into win[level]. */
 static const uint8_t *table_at(W *w, int level, uint64_t pa, PyObject **owner) {
     *owner = NULL;
     if (w->reader) {
@@ -198,16 +206,28 @@ static const uint8_t *table_at(W *w, int level, uint64_t pa, PyObject **owner) {
     if (i < 0 || pa + TABLE_BYTES > w->seg_end[i] || pa + TABLE_BYTES < pa) return NULL;
     int64_t off = w->seg_off[i] + (int64_t)(pa - w->seg_pa[i]);
     if (w->fd >= 0) { /* pread(): the process's memory stays its own, whatever the image's size */
-        uint8_t *dst = w->level_buf[level];
+        Window *wd = &w->win[level];
+        uint64_t rel = pa - wd->pa0;
+        int sequential = pa == wd->last_pa + TABLE_BYTES;
+        wd->last_pa = pa;
+        if (rel < (uint64_t)wd->n * TABLE_BYTES && !(rel % TABLE_BYTES)) return wd->buf + rel; /* read ahead */
+        /* tables met in address order (as allocators often place them) are read several at a
+         * time, twice as many each time the order holds, within the segment */
+        uint64_t k = sequential ? (uint64_t)wd->ahead * 2 : 1;
+        if (k > READ_AHEAD) k = READ_AHEAD;
+        if (k > (w->seg_end[i] - pa) / TABLE_BYTES) k = (w->seg_end[i] - pa) / TABLE_BYTES;
         ssize_t got;
-        do got = pread(w->fd, dst, TABLE_BYTES, (off_t)off);
+        do got = pread(w->fd, wd->buf, (size_t)k * TABLE_BYTES, (off_t)off);
         while (got < 0 && errno == EINTR);
         if (got < 0) {
             PyErr_SetFromErrno(PyExc_OSError);
             w->failed = 1;
             return NULL;
         }
-        return got == TABLE_BYTES ? dst : NULL; /* short: the file ends inside the table */
+        wd->pa0 = pa;
+        wd->n = (int)(got / TABLE_BYTES);
+        wd->ahead = (int)k;
+        return wd->n ? wd->buf : NULL; /* none: the file ends inside the table */
     }
     if (off < 0 || off + TABLE_BYTES > w->buf_len) return NULL;
     return w->buf + off;
@@ -764,6 +784,14 @@ static PyObject *x86_ptdump(PyObject *self, PyObject *args) {
                 if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad file descriptor");
                 goto done;
             }
+            for (int l = 0; l <= MAX_LEVELS; l++) {
+                w->win[l].buf = PyMem_Malloc(READ_AHEAD * TABLE_BYTES);
+                w->win[l].last_pa = UINT64_MAX - TABLE_BYTES; /* no table read yet */
+                if (!w->win[l].buf) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+            }
         } else {
             if (PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE) < 0) goto done;
             have_view = 1;
@@ -867,6 +895,7 @@ done:
     PyMem_Free(w->ranges);
     PyMem_Free(w->markers);
     PyMem_Free(w->out);
+    for (int l = 0; l <= MAX_LEVELS; l++) PyMem_Free(w->win[l].buf);
     Py_XDECREF(w->wx_list);
     PyMem_Free(w);
     return result;
