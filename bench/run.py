@@ -695,10 +695,12 @@ def targets(results: list[dict], startup: dict) -> list[str]:
     for r in results:
         img = r["image"]
         plain = by_name.get(f"linux-4l-2p{img.log2}")
-        if img.shared and plain and r["cli"]["ok"] and plain["cli"]["ok"]:
-            verdict(r["cli"]["wall"] <= plain["cli"]["wall"] * 1.1,
-                    f"{img.name} (shared tables) {fmt_s(r['cli']['wall'])} s against {fmt_s(plain['cli']['wall'])} s "
-                    "for the plain image of as many leaves (target: no more than walking it once)")
+        if img.shared and plain and r["inproc"]["walk"]["ok"] and plain["inproc"]["walk"]["ok"]:
+            # the walk's own cost, in process (the whole process also writes the text, which differs)
+            ws, wp = r["inproc"]["walk"]["time"], plain["inproc"]["walk"]["time"]
+            verdict(ws <= wp, f"{img.name} (half its leaves under shared tables): walk+coalesce {fmt_s(ws)} s against "
+                    f"{fmt_s(wp)} s for the plain image of as many leaves; whole process {fmt_s(r['cli']['wall'])} s "
+                    f"against {fmt_s(plain['cli']['wall'])} s (target: a shared table costs no more than walking it once)")
     rates = [(r["image"].name, r["inproc"]["translate"]) for r in results]
     ok_rates = [t["rate"] for _, t in rates if t["ok"] and t["rate"]]
     verdict(bool(ok_rates) and min(ok_rates) >= 1e6 and len(ok_rates) == len(rates),
