@@ -69,3 +69,13 @@ class ProcessAccessDenied(ProcessError):
     """/proc/PID/maps or /proc/PID/pagemap may not be read by us (ptrace access mode READ)."""
 
     exit_code = 8
+
+
+def run_limit_error(limit: int) -> PagewalkError:
+    """The error of a streamed walk stopped after `limit` runs (runs.iter_runs() and the compiled
+    x86-64 ptdump say the same)."""
+    return PagewalkError(
+        f"the page tables expand to more than {limit} runs (many entries share tables "
+        "with varied contents: a page-table bomb?); the output stops there "
+        "(--max-runs N raises the limit; README \"Limits\")"
+    )

@@ -154,6 +154,24 @@ class PagingMode(FrozenRecord):
         """Offset of `va` in the root table's span (the inverse of canonical_va)."""
         return va & ((1 << self.va_bits) - 1)
 
+    def span_offset(self, va: int) -> int:
+        """A VA (or an address marker, possibly non-canonical) in the root table's offset space,
+        as ptdump compares it with walk positions: a non-canonical address maps to the start of
+        the upper half, the first canonical address above it."""
+        top = 1 << self.va_bits
+        if not self.canonical:
+            return min(va, top)
+        half = top >> 1
+        if va < half:
+            return va
+        if va < (1 << 64) - half:
+            return half
+        return va - ((1 << 64) - top)
+
+    def span_range(self, start: int, end: int) -> tuple[int, int]:
+        """A ptdump_range [start, end) in the root table's offset space (end ~0UL: the top)."""
+        return self.span_offset(start), (1 << self.va_bits) if end >= (1 << 64) - 1 else self.span_offset(end)
+
     def is_canonical(self, va: int) -> bool:
         return self.canonical_va(self.table_offset(va)) == va
 

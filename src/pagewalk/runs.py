@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import PagewalkError
+from .errors import PagewalkError, run_limit_error
 from .memory.base import MappedMemory
 from .mode import Kind, PagingMode
 
@@ -468,11 +468,7 @@ class _Stream:
             eff = r.eff if cum is None else np.where(r.zero, np.uint64(0), self.mode.perm_combine(cum, r.eff))
             self.emitted += b - a
             if self.max_runs is not None and self.emitted > self.max_runs:
-                raise PagewalkError(
-                    f"the page tables expand to more than {self.max_runs} runs (many entries share tables "
-                    "with varied contents: a page-table bomb?); the output stops there "
-                    "(--max-runs N raises the limit; README \"Limits\")"
-                )
+                raise run_limit_error(self.max_runs)
             yield Runs(np.array([0, b - a], np.int64), r.start + np.uint64(base), r.klevel, r.hw, r.val, r.key, eff, r.zero)
 
     def walk(self, i: int = 0, t: int = 0, base: int = 0, cum: np.ndarray | None = None) -> Iterator[Runs]:

@@ -42,19 +42,6 @@ class Breaks:
     marker_at: list[int | None]  # per marker i >= 1: the offset where it fired (None: never)
 
 
-def to_offset(mode: PagingMode, va: int) -> int:
-    """A VA (or marker address, possibly non-canonical) in the root table's offset space."""
-    top = 1 << mode.va_bits
-    if not mode.canonical:
-        return min(va, top)
-    half = top >> 1
-    if va < half:
-        return va
-    if va < (1 << 64) - half:
-        return half  # in the non-canonical gap: the upper half starts here
-    return va - ((1 << 64) - top)
-
-
 def to_va(mode: PagingMode, off: np.ndarray) -> np.ndarray:
     """Offsets back to canonical VAs (uint64; the top of the space wraps to 0, as in the kernel)."""
     if not mode.canonical:
@@ -90,10 +77,8 @@ class BreakStream:
         self.mode = mode
         self.top = top = 1 << mode.va_bits
         self.spans = np.array([1 << lvl.shift for lvl in mode.levels], dtype=U)
-        self.ranges = [
-            (to_offset(mode, r_start), top if r_end >= (1 << 64) - 1 else to_offset(mode, r_end)) for r_start, r_end in ranges
-        ]
-        self.marker_off = [to_offset(mode, m) for m in markers[1:]]
+        self.ranges = [mode.span_range(r_start, r_end) for r_start, r_end in ranges]
+        self.marker_off = [mode.span_offset(m) for m in markers[1:]]
         self.marker_at: list[int | None] = []
         self.eff_if_zero = eff_if_zero
         self.q_min: int | None = None

@@ -20,7 +20,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from typing import TextIO
 
-from ..errors import PagewalkError, RootError
+from ..errors import RootError, run_limit_error
 
 try:
     from .. import _x86dump
@@ -49,20 +49,6 @@ def available(mode, layout) -> bool:
         and mode.extra.get("paging") in ("4level", "5level")
         and getattr(layout, "bits", None) == 64  # ptdump.x86.Layout (x86-64), not Layout32
     )
-
-
-def to_offset(mode, va: int) -> int:
-    """A VA (or marker address, possibly non-canonical) in the root table's offset space
-    (`vector.to_offset()`: a non-canonical address maps to the start of the upper half)."""
-    top = 1 << mode.va_bits
-    if not mode.canonical:
-        return min(va, top)
-    half = top >> 1
-    if va < half:
-        return va
-    if va < (1 << 64) - half:
-        return half
-    return va - ((1 << 64) - top)
 
 
 def _memory(mem):
@@ -115,12 +101,8 @@ def run(
     if max_runs == -1:
         max_runs = stream_limit()
     levels = [(lvl.shift, lvl.klevel, lvl.hole_depth) for lvl in mode.levels]
-    top = 1 << mode.va_bits
-    ranges = [
-        (to_offset(mode, r_start), top if r_end >= (1 << 64) - 1 else to_offset(mode, r_end))
-        for r_start, r_end in layout.ranges()
-    ]
-    markers = [(to_offset(mode, m_va), name, max_lines) for m_va, name, max_lines in layout.markers()]
+    ranges = [mode.span_range(r_start, r_end) for r_start, r_end in layout.ranges()]
+    markers = [(mode.span_offset(m_va), name, max_lines) for m_va, name, max_lines in layout.markers()]
     write, binary = _writer(out)
     try:
         written, wx_pages, wx_ranges, dropped = _x86dump.x86_ptdump(
@@ -128,11 +110,7 @@ def run(
             binary,
         )
     except OverflowError:
-        raise PagewalkError(
-            f"the page tables expand to more than {max_runs} runs (many entries share tables "
-            "with varied contents: a page-table bomb?); the output stops there "
-            "(--max-runs N raises the limit; README \"Limits\")"
-        ) from None
+        raise run_limit_error(max_runs) from None
     except LookupError as e:
         raise RootError(str(e)) from None
     return Result(written, wx_pages, [tuple(r) for r in wx_ranges], dropped)
