@@ -203,6 +203,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
                 return dump_pid(args.pid, f, args.format, quiet=args.quiet)
         return dump_pid(args.pid, sys.stdout, args.format, quiet=args.quiet)
     target, _ = _target(args)
+    from .sanity import root_warning
+
+    if warning := root_warning(target, args.view):  # a wrong root or mode: say so, dump anyway
+        _note(args, f"warning: {warning}")
     if args.output:
         with open(args.output, "w") as f:
             dump(target, args.view, f, args.format)
@@ -215,6 +219,10 @@ def cmd_checkwx(args: argparse.Namespace) -> int:
     from .api import checkwx
 
     target, _ = _target(args)
+    from .sanity import root_warning
+
+    if warning := root_warning(target, "kernel"):  # a wrong root or mode: say so, check anyway
+        _note(args, f"warning: {warning}")
     res = checkwx(target)
     for line in res.lines:
         print(line)
