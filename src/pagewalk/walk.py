@@ -7,16 +7,38 @@ want callbacks; ptdump and the analyses use the whole-table fast path in runs.py
 
 How a PagingMode maps onto the kernel's five loops (pgd, p4d, pud, pmd, pte = depth 0..4):
 each hardware level owns the kernel depths from just below the previous level's `klevel` down
-to its own `klevel`. The topmost depth of that group is the loop that indexes the table
-(PTRS_PER_P?D > 1); the depths below it are folded: their loop runs once per parent entry with
-the same raw value (p?d_offset() returns the parent pointer, p?d_addr_end() returns `end`).
-The none/bad/leaf/present tests of a group happen at its bottom depth, the level named by the
-mode: a folded parent's p?d_none()/p?d_bad()/p?d_leaf() are 0 and p?d_present() is 1
-(include/asm-generic/pgtable-nop4d.h, -nopud.h, -nopmd.h; arch/x86/include/asm/pgtable.h
-pgd_none()/pgd_bad() when !pgtable_l5_enabled()). So with x86-64 4-level paging the pgd loop
-iterates the real top table and calls pgd_entry for every slot, the folded p4d loop reports the
-holes at real_depth(1) == 0. Which entries are holes, leaves, tables or non-present comes from
-`mode.classify()` alone.
+to its own `klevel`. One loop of that group indexes the table; the others are folded: their loop
+runs once per entry of the parent loop with the same raw value (p?d_offset() returns the parent
+pointer, p?d_addr_end() returns `end`). The none/bad/leaf/present tests of a group happen at
+its bottom depth, the level named by the mode: a folded level's p?d_none()/p?d_bad()/p?d_leaf()
+are 0 and p?d_present() is 1. Which loop indexes and what real_depth() makes of a hole depends
+on how the architecture folds (`folding()`):
+
+* "compile" (x86, arm, arm64, riscv32, ppc64, mips64, sparc64, arc): the levels are folded with
+  include/asm-generic/pgtable-nop4d.h, -nopud.h, -nopmd.h (PTRS_PER_P?D == 1), or at run time
+  with PTRS_PER_P4D == 1 (x86-64 4-level: ptrs_per_p4d, pgd_none() 0 when
+  !pgtable_l5_enabled()). The topmost loop of a group indexes the table (its P?D_SHIFT is the
+  table's); real_depth() merges the folded depths upwards, so with x86-64 4-level paging the
+  folded p4d loop reports the top-level holes at real_depth(1) == 0.
+* "runtime-top" (riscv64 Sv39/Sv48): CONFIG_PGTABLE_LEVELS=5 with runtime folding.
+  PGDIR_SHIFT/P4D_SHIFT follow pgtable_l4_enabled/pgtable_l5_enabled, so the pgd loop indexes
+  the root (arch/riscv/include/asm/pgtable-64.h, PGDIR_SHIFT / P4D_SHIFT), p4d_offset()/
+  pud_offset() return the parent pointer (arch/riscv/mm/pgtable.c) and pgd_none()/p4d_none()
+  are 0 on the folded levels; but PTRS_PER_P4D/PUD/PMD are PAGE_SIZE / 8 = 512 at compile time
+  (pgtable-64.h), so real_depth() merges nothing: an Sv39 root hole is found by pud_none() and
+  reported at depth 2, an Sv48 one by p4d_none() at depth 1.
+* "runtime-bottom" (s390x): the ASCE type says which levels exist; PTRS_PER_P4D/PUD/PMD are
+  _CRST_ENTRIES (arch/s390/include/asm/pgtable.h), so real_depth() merges nothing. PGDIR_SHIFT,
+  P4D_SHIFT and PUD_SHIFT are fixed (53, 42, 31): pgd_offset_raw() indexes the root with the
+  shift of its table type, the generic p?d_addr_end() of the levels above the root's own return
+  `end`, pgd_none()/p4d_none()/pud_none() are 0 for entries of a lower table type
+  (pgd_folded()/p4d_folded()/pud_folded()) and p4d_offset()/pud_offset()/pmd_offset() return
+  the parent pointer. So the loops above the root's level run once and the loop of the root's
+  own level indexes it: a region-third root hole is reported by walk_pud_range() at depth 2.
+
+Which entries are holes, leaves, tables or non-present comes from `mode.classify()` alone, and
+from the mode's partial tables where it has them (s390 TF/TL: `mode.extra["index_window"]`, as
+runs.discover() reads them): an entry outside its table's window is a hole.
 
 Where the walker deliberately differs from the kernel (an image is read-only and may be
 hostile):
@@ -30,6 +52,12 @@ hostile):
 * ACTION_AGAIN repeated more than AGAIN_LIMIT times on one entry raises PagewalkError where the
   kernel would loop forever.
 * hugetlb VMAs (hugetlb_entry) are not modelled: every VMA is walked through the page tables.
+* arm64 kernels built for 52-bit VAs (LPA2, v6.9+) that run with fewer levels fold the missing
+  top level at run time (pgtable_l5_enabled()/pgtable_l4_enabled(), PTRS_PER_P4D/PUD > 1,
+  arch/arm64/include/asm/pgtable.h): their pte_hole() depth of a root hole is 1 or 2 (their
+  ptdump's note_page() maps it back to 0). A table does not tell such a kernel from a 48-bit
+  one, so arm64 modes fold like the latter; `extra["kernel_folding"] = "runtime-bottom"` on a
+  mode gives the LPA2 kernels' walk.
 * Addresses outside the mode's VA space (the non-canonical hole of x86-64) are not walked: a
   range is cut into its canonical pieces, as the x86 ptdump ranges are; the kernel would wrap
   the top-level index and walk the same table again.
@@ -56,6 +84,7 @@ __all__ = [
     "MmWalk",
     "Vma",
     "WalkOps",
+    "folding",
     "kernel_depths",
     "real_depth",
     "walk_page_range",
@@ -154,9 +183,37 @@ class KernelDepth:
 
     depth: int  # 0 pgd .. 4 pte
     hw: int  # hardware level index whose table this loop walks
-    iterates: bool  # the loop indexes the table (PTRS_PER_P?D > 1); else folded, runs once
+    iterates: bool  # the loop indexes the table; else folded: it runs once per parent entry
     checks: bool  # none/bad/leaf/present are tested here (the level the mode names)
-    shift: int  # P?D_SHIFT of the table's entries
+    shift: int  # shift of the table's entries (the P?D_SHIFT of the loop that indexes it)
+    one_ptr: bool = False  # PTRS_PER_P?D == 1: real_depth() merges this depth's holes upwards
+
+
+# How each architecture's kernel folds the levels a mode does not have (module docstring).
+# Architectures not listed fold at compile time (pgtable-nop?d.h) or like it (x86-64 4-level).
+FOLDING = {
+    # arch/riscv/include/asm/pgtable-64.h: PGDIR_SHIFT/P4D_SHIFT by pgtable_l{4,5}_enabled,
+    # PTRS_PER_P4D/PUD/PMD = PAGE_SIZE / sizeof(p?d_t); pgd_none()/p4d_none() 0 when folded
+    "riscv64": "runtime-top",
+    # arch/s390/include/asm/pgtable.h: PTRS_PER_P?D = _CRST_ENTRIES, fixed P?D_SHIFTs,
+    # pgd_offset_raw() picks the root's shift from its table type, p?d_folded()
+    "s390x": "runtime-bottom",
+}
+
+
+def folding(mode: PagingMode) -> str:
+    """How the kernel folds `mode`'s missing levels: "compile", "runtime-top" or "runtime-bottom".
+
+    A mode may say it itself with `extra["kernel_folding"]`; else the architecture decides.
+
+    >>> from pagewalk.arch.riscv import SV32, SV39
+    >>> folding(SV32), folding(SV39)
+    ('compile', 'runtime-top')
+    """
+    style = mode.extra.get("kernel_folding") or FOLDING.get(mode.arch, "compile")
+    if style not in ("compile", "runtime-top", "runtime-bottom"):
+        raise PagewalkError(f"{mode.name}: unknown kernel folding {style!r}")
+    return style
 
 
 def kernel_depths(mode: PagingMode) -> tuple[KernelDepth, ...]:
@@ -165,15 +222,21 @@ def kernel_depths(mode: PagingMode) -> tuple[KernelDepth, ...]:
     >>> from pagewalk.arch.x86 import X86_64_4LEVEL
     >>> [(d.depth, d.hw, d.iterates, d.checks) for d in kernel_depths(X86_64_4LEVEL)][:2]
     [(0, 0, True, False), (1, 0, False, True)]
+    >>> from pagewalk.arch.s390 import REGION3
+    >>> [(d.depth, d.hw, d.iterates, d.checks, d.one_ptr) for d in kernel_depths(REGION3)][:3]
+    [(0, 0, False, False, False), (1, 0, False, False, False), (2, 0, True, True, False)]
     """
     klevels = [lvl.klevel for lvl in mode.levels]
     if klevels[-1] != PTE_DEPTH or any(b <= a for a, b in zip(klevels, klevels[1:])) or klevels[0] < 0:
         raise PagewalkError(f"{mode.name}: level numbers {klevels} do not fit the kernel's pgd..pte")
+    style = folding(mode)
     out = []
     first = 0
     for hw, klevel in enumerate(klevels):
         for d in range(first, klevel + 1):
-            out.append(KernelDepth(d, hw, d == first, d == klevel, mode.levels[hw].shift))
+            iterates = d == (klevel if style == "runtime-bottom" else first)
+            one_ptr = style == "compile" and d != first
+            out.append(KernelDepth(d, hw, iterates, d == klevel, mode.levels[hw].shift, one_ptr))
         first = klevel + 1
     return tuple(out)
 
@@ -181,14 +244,18 @@ def kernel_depths(mode: PagingMode) -> tuple[KernelDepth, ...]:
 def real_depth(mode: PagingMode, depth: int) -> int:
     """real_depth(), mm/pagewalk.c: the depth of a hole with folded levels merged upwards.
 
+    Only levels with PTRS_PER_P?D == 1 are merged: on riscv64 and s390x the runtime-folded
+    levels keep their depth (module docstring).
+
     >>> from pagewalk.arch.x86 import X86_64_4LEVEL, X86_64_5LEVEL
-    >>> real_depth(X86_64_4LEVEL, 1), real_depth(X86_64_5LEVEL, 1)
-    (0, 1)
+    >>> from pagewalk.arch.riscv import SV39
+    >>> real_depth(X86_64_4LEVEL, 1), real_depth(X86_64_5LEVEL, 1), real_depth(SV39, 2)
+    (0, 1, 2)
     """
     depths = kernel_depths(mode)
 
     def folded(d: int) -> bool:  # PTRS_PER_P?D == 1
-        return not depths[d].iterates
+        return depths[d].one_ptr
 
     if depth == 3 and folded(3):
         depth = 2
@@ -208,6 +275,8 @@ class _Table:
     entries: list[int]
     kinds: list[int]
     outs: list[int]
+    lo: int = 0  # indexes present in the table: [lo, hi) (s390 TF/TL); the others are holes
+    hi: int = 1 << 62
 
 
 def _locate(walk: MmWalk, d: int | None, hw: int | None, table: _Table | None, idx: int, kind: Kind | None) -> None:
@@ -238,18 +307,34 @@ class _Walker:
         self.hole_depth = tuple(real_depth(walk.mode, d) for d in range(5))
 
     # -- helpers -------------------------------------------------------------------------------
-    def _read_table(self, hw: int, pa: int) -> _Table:
+    def _window(self, hw: int, parent: _Table | None, pidx: int) -> tuple[int, int]:
+        """[lo, hi) of the indexes present in a level-`hw` table (s390 TF/TL), as runs.discover()
+        reads them: the root's from `index_window(0, None)`, a child's from its parent entry."""
+        window = self.mode.extra.get("index_window")
+        if window is None:
+            return 0, self.mode.levels[hw].entries
+        if parent is None:
+            lo, hi = window(0, None)
+        else:
+            lo, hi = window(hw, np.array([parent.entries[pidx]], dtype=np.uint64))
+        return int(lo[0]), int(hi[0])
+
+    def _read_table(self, hw: int, pa: int, parent: _Table | None, pidx: int) -> _Table:
         lvl = self.mode.levels[hw]
         raw = self.walk.mem.table(pa, lvl.entries, self.mode.dtype)
         kinds, outs = self.mode.classify(hw, raw)
-        return _Table(pa, raw, raw.tolist(), kinds.tolist(), outs.tolist())
+        lo, hi = self._window(hw, parent, pidx)
+        if lo > 0 or hi < lvl.entries:
+            col = np.arange(lvl.entries)
+            kinds = np.where((col < lo) | (col >= hi), np.uint8(Kind.HOLE), kinds)
+        return _Table(pa, raw, raw.tolist(), kinds.tolist(), outs.tolist(), lo, hi)
 
     def _reread(self, hw: int, table: _Table, idx: int) -> None:
         """`goto again`: the kernel re-reads *pud / *pmd; refresh the one entry from the image."""
         one = table.raw[idx : idx + 1]
         kinds, outs = self.mode.classify(hw, one)
         table.entries[idx] = int(one[0])
-        table.kinds[idx] = int(kinds[0])
+        table.kinds[idx] = int(kinds[0]) if table.lo <= idx < table.hi else int(Kind.HOLE)
         table.outs[idx] = int(outs[0])
 
     def _index(self, hw: int, va: int) -> int:
@@ -286,18 +371,19 @@ class _Walker:
         return _ret(self.ops.pte_hole(va, next_va, depth, self.walk))
 
     def _open(self, d: int, va: int, end: int, parent: _Table | None, pidx: int) -> _Table | int:
-        """The table loop `d` walks: the parent's next table, or the parent's own on a folded level.
+        """The table loop `d` walks: the root, the parent's next table, or the parent loop's own
+        table when both loops belong to one hardware level (a folded level).
 
         A table the image does not hold is reported here; the int returned is then the
         callback's verdict (0: go on with the parent's next entry).
         """
         info = self.depths[d]
-        if not info.iterates:
+        if d > 0 and self.depths[d - 1].hw == info.hw:
             assert parent is not None
             return parent
         pa = self.walk.root_pa if parent is None else parent.outs[pidx]
         try:
-            return self._read_table(info.hw, pa)
+            return self._read_table(info.hw, pa, parent, pidx)
         except MemoryReadError:
             depth = self.hole_depth[d]  # real_depth(); 4 for a PTE table
             next_va = end & ULONG_MASK
@@ -306,8 +392,9 @@ class _Walker:
                 return _ret(self.ops.table_missing(pa, va, next_va, depth, self.walk))
             return self._hole(va, next_va, depth)
 
-    def _slot(self, d: int, va: int, pidx: int) -> int:
-        return self._index(self.depths[d].hw, va) if self.depths[d].iterates else pidx
+    def _slot(self, d: int, va: int) -> int:
+        """p?d_offset(): the entry of `va` in the loop's table (a folded loop's: its parent's)."""
+        return self._index(self.depths[d].hw, va)
 
     def _descend(self, d: int, va: int, end: int, table: _Table, idx: int) -> int:
         """walk_p4d_range() / walk_pud_range() / walk_pmd_range() / walk_pte_range() below `d`."""
@@ -335,9 +422,11 @@ class _Walker:
         err = 0
         while True:
             next_va = self._addr_end(d, va, end)
-            idx = self._slot(d, va, pidx)
+            idx = self._slot(d, va)
             kind = self._kind(d, table, idx)
-            if kind == Kind.HOLE:  # p?d_none_or_clear_bad(); depth literally 0 in the pgd loop
+            # p?d_none_or_clear_bad(); depth literally 0 in the pgd loop, real_depth(1) in the
+            # p4d loop (mm/pagewalk.c walk_pgd_range() / walk_p4d_range())
+            if kind == Kind.HOLE:
                 err = self._hole(va, next_va, 0 if d == 0 else self.hole_depth[d], d, table, idx)
                 if err:
                     break
@@ -365,12 +454,12 @@ class _Walker:
         w = self.walk
         err = 0
         while True:
-            idx = self._slot(d, va, pidx)
+            idx = self._slot(d, va)
             again = 0
             while True:  # again:
                 next_va = self._addr_end(d, va, end)
                 kind = self._kind(d, table, idx)
-                if kind == Kind.HOLE:  # p?d_none()
+                if kind == Kind.HOLE:  # p?d_none(): real_depth(2) / real_depth(3)
                     err = self._hole(va, next_va, self.hole_depth[d], d, table, idx)
                     break
                 w.action = Action.SUBTREE
