@@ -706,3 +706,16 @@ def test_no_traceback_from_the_console_script_on_a_bad_kdump(tmp_path):
     assert r.returncode == FormatError.exit_code
     assert "Traceback" not in r.stderr
     assert "bitmaps" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(where=st.floats(0, 1.01), offset=st.integers(0, 8191), size=st.integers(0, 80000))
+def test_contains_scalar_path_equals_the_bitmap_rank(where, offset, size):
+    """KdumpMemory.contains() on one to sixteen pages (ints) answers as the array rank test does."""
+    mem = _KDUMP_FOR_CONTAINS.setdefault("mem", open_image(str(FIXTURES / "kdump" / "zlib.kdump")))
+    pa = int(where * mem.max_mapnr) * mem.page_size + offset
+    want = bool(mem._held(np.array([pa], dtype=np.uint64), size)[0])
+    assert mem.contains(pa, size) == want
+
+
+_KDUMP_FOR_CONTAINS: dict = {}
