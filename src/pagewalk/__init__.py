@@ -13,7 +13,7 @@ from .errors import (
     UsageError,
 )
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "Speed")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "How it is fast")
 if TYPE_CHECKING:
     from .memory import open_image
     from .mode import HwKind, Kind, Level, PagingMode
@@ -32,7 +32,7 @@ __all__ = [
     "open_image",
 ]
 
-# imported on first use (PEP 562): `import pagewalk.cli` stays cheap (README "Speed")
+# imported on first use (PEP 562): `import pagewalk.cli` stays cheap (README "How it is fast")
 _LAZY = {"open_image": ".memory", "HwKind": ".mode", "Kind": ".mode", "Level": ".mode", "PagingMode": ".mode"}
 
 

@@ -1,7 +1,7 @@
 """Record classes for the start-up path: what @dataclass generates, without `import dataclasses`.
 
 `dataclasses` imports `inspect` (and with it ast, dis, tokenize), and each decorated class is
-built by exec() of generated code: about 10 ms of `pagewalk dump`'s 60 (README "Speed"). The
+built by exec() of generated code: about 10 ms of `pagewalk dump`'s 60 (README "How it is fast"). The
 classes that a dump of an x86-64 image creates before its walk (Level, PagingMode, CpuState,
 Target, WxResult, Layout, Layout32) write their own __init__ and take __repr__, __eq__ and, where
 frozen, __hash__ and immutability from here. Everything else in the package uses dataclasses.

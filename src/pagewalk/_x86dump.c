@@ -5,7 +5,7 @@
  * ptdump.x86.format_fast()), which tests hold it equal to, for the one case where Python's
  * start-up is most of the time: `pagewalk dump` and `checkwx` of an x86-64 kernel. It exists
  * because numpy's import alone (about 90 ms) is more than the whole walk of 2^20 pages here
- * (issue 3, README "Speed"); ptdump/x86_compiled.py is its Python side.
+ * (issue 3, README "How it is fast"); ptdump/x86_compiled.py is its Python side.
  *
  * Semantics, as in the Python modules it mirrors:
  *  - entries are classified as arch/x86/include/asm/pgtable.h's p?d_none/bad/present/leaf

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .kernel import WxResult
 from .target import Target
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "Speed")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "How it is fast")
 if TYPE_CHECKING:
     from typing import TextIO
 

@@ -13,7 +13,7 @@ from types import ModuleType
 from .._record import Record
 from ..errors import UsageError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "Speed")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "How it is fast")
 if TYPE_CHECKING:
     from typing import TextIO
 

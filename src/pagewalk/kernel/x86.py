@@ -20,12 +20,12 @@ from ..ptdump.x86_layout import Layout
 from ..target import Target, check_root
 from . import WxResult, json_head
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "Speed")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "How it is fast")
 if TYPE_CHECKING:
     from typing import TextIO
 
 # The walk's modules (runs, ptdump.x86: numpy) are imported by dump() and checkwx() where they
-# need them: resolving a target and the compiled x86-64 ptdump never load numpy (README "Speed").
+# need them: resolving a target and the compiled x86-64 ptdump never load numpy (README "How it is fast").
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map
 # kernel variables the layout is read from (KASLR bases); `extract` keeps their pages

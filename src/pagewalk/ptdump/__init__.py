@@ -2,7 +2,7 @@
 machine per architecture's output format.
 
 The re-exports load on first use (PEP 562): `pagewalk.ptdump.x86_layout` and the compiled x86
-path must not pay for numpy (README "Speed").
+path must not pay for numpy (README "How it is fast").
 """
 
 from __future__ import annotations

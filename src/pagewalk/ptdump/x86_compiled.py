@@ -5,7 +5,7 @@ tables as runs.py does, and runs note_page() of arch/x86/mm/dump_pagetables.c ov
 the text in chunks. This module gives it the mode, the memory, the ranges and markers in the
 root's offset space (as `vector.BreakStream` does), and returns what format_fast() returns. It
 imports nothing heavy: with it, `pagewalk dump` of an x86-64 kernel never loads numpy, whose
-import alone takes longer than the whole walk of a million pages (README "Speed").
+import alone takes longer than the whole walk of a million pages (README "How it is fast").
 
 Tests hold it equal to the numpy path on every x86-64 capture, on random tables and on hostile
 images (tests/test_x86_compiled.py). PAGEWALK_NO_COMPILED=1 in the environment turns it off.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "Speed")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: README "How it is fast")
 if TYPE_CHECKING:
     from typing import TextIO
 

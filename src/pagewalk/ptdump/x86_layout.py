@@ -2,7 +2,7 @@
 
 `Layout` is x86-64's (arch/x86/include/asm/pgtable_64_types.h, address_markers[] of
 arch/x86/mm/dump_pagetables.c), `Layout32` i386's (pgtable_32_areas.h, fixmap.h). Plain Python,
-no numpy: resolving a target builds one before any walk (README "Speed"); pagewalk.ptdump.x86
+no numpy: resolving a target builds one before any walk (README "How it is fast"); pagewalk.ptdump.x86
 re-exports every name.
 """
 
