@@ -286,8 +286,9 @@ def test_walk_holes_and_events_equal_runs(mode, data):
     b = data.draw(tables(mode))
     if isinstance(b, S390Builder):
         b.finish()
-    holes = compare(b, mode)
-    assert holes, "a few mappings leave holes at some level"
+    holes = compare(b, mode)  # asserts walk.py's holes and events equal runs.py's
+    # a few mappings leave holes somewhere, except where they fill a tiny root (PAE's 4 PDPTEs)
+    assert holes or mode.levels[0].entries <= 4
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,8 +1,8 @@
-"""The PhysicalMemory protocol and its mmap-backed implementation shared by every format."""
+"""The PhysicalMemory protocol and its file-backed implementation shared by every format."""
 
 from __future__ import annotations
 
-import mmap
+import os
 from bisect import bisect_right
 from functools import cached_property
 
@@ -67,13 +67,36 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class MappedMemory:
-    """Physical memory served from one mmapped file through a sorted segment list.
+# gather_tables() reads tables adjacent in the file with one pread() straight into the rows; items
+# smaller than _PREAD_SMALL bytes (gather()'s entries) also when at most _PREAD_GAP bytes apart,
+# into buffers of at most _PREAD_SPAN bytes (a pread costs about what copying 16-64 KiB does;
+# measured: a gap allowance makes table reads slower, entry reads up to 10 times faster)
+_PREAD_SMALL = 256
+_PREAD_GAP = 64 << 10
+_PREAD_SPAN = 4 << 20
 
-    `seg_pa[i]`..`seg_end[i]` lives at file offset `seg_off[i]`. Reads never copy more than
-    asked; tables come back as numpy views of the mapping. Scalar access (read, contains, runs)
-    goes through the sorted segment list with bisect and never imports numpy; the numpy arrays
-    of the segments are built on first vectorised use.
+
+def _pread_into(fd: int, buf: memoryview, offset: int) -> int:
+    """pread() into all of `buf` from `offset`, across short reads; the bytes read (fewer at EOF)."""
+    done = 0
+    while done < len(buf):
+        k = os.preadv(fd, [buf[done:]], offset + done)
+        if k <= 0:
+            break
+        done += k
+    return done
+
+
+class MappedMemory:
+    """Physical memory served from one file through a sorted segment list.
+
+    `seg_pa[i]`..`seg_end[i]` lives at file offset `seg_off[i]`. Every read is a pread() of the
+    bytes asked for (tables nearby in the file: one pread for many), never a mapping of the
+    file: the page cache maps its large folios whole, so reading a table through a mapping
+    would keep megabytes of the file in the process's RSS. Scalar access (read, contains,
+    runs) goes through the sorted segment list with bisect and never imports numpy; the numpy
+    arrays of the segments are built on first vectorised use. (The name stays from when the
+    file was mmapped.)
     """
 
     def __init__(self, path: str, segments: list[tuple[int, int, int]], cpu: CpuState | None = None):
@@ -81,15 +104,10 @@ class MappedMemory:
         self._file = open(path, "rb")
         size = self._file.seek(0, 2)
         self.file_size = size
-        self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-        if self._mm is not None and hasattr(mmap, "MADV_RANDOM"):
-            # tables are scattered: no read-ahead around each one (it would only fill memory)
-            self._mm.madvise(mmap.MADV_RANDOM)
         segs = sorted((pa, n, off) for pa, n, off in segments if n > 0)
         self._segs = segs
         self._seg_starts = [s[0] for s in segs]  # bisect keys of the scalar path
         self.cpu = cpu or CpuState()
-        self._views: dict[str, np.ndarray] = {}
         self._closed = False
 
     # the segment list as numpy arrays, for the vectorised paths (built on first use)
@@ -105,19 +123,25 @@ class MappedMemory:
     def seg_off(self) -> np.ndarray:
         return np.array([s[2] for s in self._segs], dtype=np.int64)
 
-    @cached_property
-    def _bytes(self) -> np.ndarray:
-        """The whole file as bytes (zero-copy)."""
-        if self._mm is None or self._closed:
-            return np.zeros(0, np.uint8)
-        return np.frombuffer(self._mm, dtype=np.uint8)
-
     def _segment(self, pa: int) -> int:
         """Index of the segment that starts at or below `pa` (-1: none), as np.searchsorted(seg_pa,
         np.uint64(pa), side="right") - 1 gives it."""
         if not 0 <= pa < 1 << 64:
             np.uint64(pa)  # the OverflowError the vectorised lookup raises for such a PA
         return bisect_right(self._seg_starts, pa) - 1
+
+    def _pread(self, off: int, n: int) -> bytes:
+        """`n` bytes of the file at `off`, read with pread(): no mapped page stays behind (a page
+        cache large folio is mapped whole: a few scalar reads through the mapping would keep
+        megabytes each). As slicing the mapping: fewer bytes at the end of the file."""
+        if self._closed:
+            raise ValueError("read of closed file")
+        if n <= 0 or off >= self.file_size:
+            return b""
+        data = os.pread(self._file.fileno(), n, off)
+        if len(data) < n and off + len(data) < self.file_size:
+            data += self._pread(off + len(data), n - len(data))  # a short read before EOF
+        return data
 
     # -- scalar access ---------------------------------------------------------------------
     def runs(self) -> list[tuple[int, int]]:
@@ -159,7 +183,7 @@ class MappedMemory:
                 raise MemoryReadError(pa, size)
             n = min(size, seg_pa + seg_n - pa)
             off = seg_off + (pa - seg_pa)
-            out += self._mm[off : off + n]
+            out += self._pread(off, n)
             pa += n
             size -= n
         return bytes(out)
@@ -168,26 +192,20 @@ class MappedMemory:
         return int.from_bytes(self.read(pa, 8), "little" if byteorder == "<" else "big")
 
     # -- typed, vectorised access ------------------------------------------------------------
-    def _typed(self, dtype: np.dtype, phase: int) -> np.ndarray:
-        """The whole file as an array of `dtype` starting at byte `phase` (zero-copy)."""
-        key = f"{dtype.str}/{phase}"
-        v = self._views.get(key)
-        if v is None:
-            n = (self.file_size - phase) // dtype.itemsize
-            v = np.frombuffer(self._mm, dtype=dtype, count=n, offset=phase) if n > 0 else np.zeros(0, dtype)
-            self._views[key] = v
-        return v
-
     def table(self, pa: int, count: int, dtype: np.dtype) -> np.ndarray:
-        """`count` entries of `dtype` at `pa` as a read-only view (MemoryReadError if absent)."""
+        """`count` entries of `dtype` at `pa` as a read-only array (MemoryReadError if absent)."""
         dtype = np.dtype(dtype)
-        off = self._locate(pa, count * dtype.itemsize)
-        return np.frombuffer(self._mm, dtype=dtype, count=count, offset=off)
+        return np.frombuffer(self._table_bytes(pa, count * dtype.itemsize), dtype=dtype, count=count)
 
     def table_bytes(self, pa: int, nbytes: int) -> bytes:
         """The bytes of `table(pa, ...)` (`nbytes` in one segment, else MemoryReadError), without numpy."""
-        off = self._locate(pa, nbytes)
-        return self._mm[off : off + nbytes]
+        return self._table_bytes(pa, nbytes)
+
+    def _table_bytes(self, pa: int, nbytes: int) -> bytes:
+        data = self._pread(self._locate(pa, nbytes), nbytes)
+        if len(data) < nbytes:
+            raise MemoryReadError(pa, nbytes)  # a segment past the end of the file
+        return data
 
     def file_offsets(self, pas: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """File offsets of many PAs, and whether `size` bytes from each lie in one segment."""
@@ -201,23 +219,85 @@ class MappedMemory:
     def gather_tables(self, pas: np.ndarray, count: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Many tables at once: a (len(pas), count) array and a mask of the tables the image holds.
 
-        Missing tables come back as rows of zeros with mask False.
+        Missing tables come back as rows of zeros with mask False (so do tables of a segment the
+        file does not back). The bytes are pread() into the rows, tables adjacent in the file
+        with one call: memory is the rows, whatever the image's size.
         """
         dtype = np.dtype(dtype)
-        isz = dtype.itemsize
+        nbytes = count * dtype.itemsize
         largest = int((self.seg_end - self.seg_pa).max()) if len(self.seg_pa) else 0
-        check_table_size(np.asarray(pas), count * isz, largest)
-        off, ok = self.file_offsets(pas, count * isz)
-        if len(off) == 0:
-            return np.zeros((0, count), dtype), ok
-        phase = off % isz
+        check_table_size(np.asarray(pas), nbytes, largest)
+        off, ok = self.file_offsets(pas, nbytes)
         out = np.zeros((len(off), count), dtype)
-        for ph in sorted(set(phase[ok].tolist())):  # (np.unique would import numpy.ma: ~20 ms)
-            sel = ok & (phase == ph)
-            view = self._typed(dtype, int(ph))
-            idx = (off[sel] - ph) // isz
-            out[sel] = view[idx[:, None] + np.arange(count)]
+        rows = np.flatnonzero(ok)
+        if len(rows) == 0 or nbytes == 0:
+            return out, ok
+        o = off[rows]
+        if len(o) > 1 and not bool((o[1:] >= o[:-1]).all()):
+            order = np.argsort(o)  # (rows are distinct: no need of a stable sort)
+            o, rows = o[order], rows[order]
+        short = self._pread_rows(out.view(np.uint8), rows, o)
+        if short is not None:
+            ok = ok.copy()
+            ok[short] = False  # past the end of the file (a segment list the file does not back)
         return out, ok
+
+    def _pread_rows(self, out: np.ndarray, rows: np.ndarray, off: np.ndarray) -> np.ndarray | None:
+        """Fill the byte rows `out[rows[k]]` from file offsets `off[k]` (sorted ascending), with
+        one pread per group of nearby offsets. Returns the rows the file could not fill whole
+        (left zero), or None."""
+        fd = self._file.fileno()
+        n, nbytes = len(off), out.shape[1]
+        flat = out.reshape(-1)
+        # a group goes on while the next offset is at most gap_max bytes past the last end
+        gap_max = _PREAD_GAP if nbytes < _PREAD_SMALL else 0
+        gap = np.empty(n, np.int64)
+        gap[0] = gap_max + 1
+        gap[1:] = off[1:] - off[:-1] - nbytes
+        starts = np.flatnonzero(gap > gap_max)
+        ends = np.empty(len(starts), np.int64)
+        ends[:-1] = starts[1:]
+        ends[-1] = n
+        # groups read straight into `out`: tables adjacent in the file going to consecutive rows
+        link = np.ones(n, bool)
+        link[1:] = (gap[1:] == 0) & (rows[1:] == rows[:-1] + 1)
+        link[starts] = True
+        bad = np.cumsum(~link)
+        direct = bad[ends - 1] == bad[starts]
+        row_t = np.dtype((np.void, nbytes))
+        out_v = out.reshape(-1).view(row_t)  # one item a row
+        short: list[int] = []
+        for a, b, d, first, r0 in zip(
+            starts.tolist(), ends.tolist(), direct.tolist(), off[starts].tolist(), rows[starts].tolist()
+        ):
+            if d:
+                r1 = r0 + b - a
+                got = _pread_into(fd, memoryview(flat[r0 * nbytes : r1 * nbytes]), first)
+                if got < (r1 - r0) * nbytes:
+                    r = r0 + got // nbytes
+                    flat[r * nbytes : r1 * nbytes] = 0
+                    short.extend(range(r, r1))
+                continue
+            # nearby but not placeable directly (gaps, duplicates, rows out of order): read the
+            # span in buffers of at most _PREAD_SPAN bytes and copy the rows out of each
+            while a < b:
+                first = int(off[a])
+                c = b
+                if int(off[b - 1]) + nbytes - first > _PREAD_SPAN:
+                    c = a + max(1, int(np.searchsorted(off[a:b], first + _PREAD_SPAN - nbytes, side="right")))
+                buf = np.empty(int(off[c - 1]) + nbytes - first, np.uint8)
+                got = _pread_into(fd, memoryview(buf), first)
+                rel = off[a:c] - first
+                dst = rows[a:c]
+                whole = rel + nbytes <= got
+                if not whole.all():
+                    short.extend(dst[~whole].tolist())
+                    rel, dst = rel[whole], dst[whole]
+                # every byte offset of the buffer as the start of one row: a row is one item
+                starts_v = np.ndarray((len(buf) - nbytes + 1,), row_t, buffer=buf, strides=(1,))
+                out_v[dst] = starts_v[rel]
+                a = c
+        return np.array(short, np.int64) if short else None
 
     def gather(self, pas: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """One value of `dtype` at each PA, and whether the image holds it."""
@@ -225,19 +305,11 @@ class MappedMemory:
         return t[:, 0], ok
 
     def release(self) -> None:
-        """Unmap the file pages read so far (they stay in the page cache); bounds the RSS of big walks."""
-        if self._mm is not None and hasattr(mmap, "MADV_DONTNEED"):
-            self._mm.madvise(mmap.MADV_DONTNEED)
+        """Drop what reading kept from the process's memory: nothing here, every read was a
+        pread() into memory its caller owns (formats that cache pages drop them)."""
 
     def close(self) -> None:
-        self._views.clear()
         self._closed = True
-        self.__dict__.pop("_bytes", None)  # its export of the mapping goes (an empty array if asked again)
-        if self._mm is not None:
-            try:
-                self._mm.close()
-            except BufferError:
-                pass  # a caller still holds a view; the mapping goes with it
         self._file.close()
 
     def __enter__(self) -> "MappedMemory":
