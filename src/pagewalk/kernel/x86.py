@@ -162,7 +162,7 @@ def _looks_like_pti(
 
 def _table_entries(mem: MappedMemory, mode: PagingMode, pa: int, count: int) -> list[int]:
     """The `count` entries of the table at `pa` as ints, as `mem.table()` gives them (PagewalkError
-    where it would raise); an mmapped image is read without numpy."""
+    where it would raise); a file image (MappedMemory) is read without numpy."""
     if isinstance(mem, MappedMemory) and type(mem).table is MappedMemory.table:
         raw = mem.table_bytes(pa, count * mode.entry_bytes)
         return list(struct.unpack(f"{mode.byteorder}{count}{'Q' if mode.entry_bytes == 8 else 'I'}", raw))

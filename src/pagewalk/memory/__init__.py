@@ -1,7 +1,8 @@
 """Where page tables are read from: one PhysicalMemory interface, one module per image format.
 
-Every format maps its file with mmap and serves tables as zero-copy numpy views; a format only
-has to say which file bytes hold which physical addresses (`segments`).
+Every format reads its file with pread() (MappedMemory; kdump decompresses pages) and serves
+tables as numpy arrays; a format only has to say which file bytes hold which physical addresses
+(`segments`).
 """
 
 from __future__ import annotations
