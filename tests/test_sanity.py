@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "fuzz"))
 
 import harness
+from test_hostile_arches import _with_bad_root  # the core with one more page, given as the root
 
 from pagewalk import sanity
 from pagewalk.arch import x86
 from pagewalk.cli import main
 from pagewalk.memory import open_image
-from pagewalk.memory.write import write_elf_core
 from pagewalk.runs import discover
 from pagewalk.target import Target, read_kallsyms, resolve
 
@@ -84,22 +84,6 @@ def _pte_table(path: pathlib.Path) -> int:
             if int(((e & 1) != 0).sum()) >= 16:
                 return pa
     raise AssertionError("no populated PTE table")  # pragma: no cover
-
-
-def _with_bad_root(info, page: bytes, tmp_path):
-    """The core rewritten with one more page holding `page` (64 KiB for big roots), above its memory."""
-    with open_image(info.path) as mem:
-        chunks = [(a, mem.read(a, b - a)) for a, b in mem.runs()]
-        notes = list(mem.cpu.notes)
-        little = getattr(mem, "little_endian", True)
-        arch = mem.cpu.arch
-        top = max(b for _, b in mem.runs())
-    size = max(m.levels[0].entries * m.entry_bytes for m in info.modes)
-    bad = (top + 0x10000 + 0xFFFF) & ~0xFFFF
-    filler = (page * (size // len(page) + 1))[: max(size, len(page))]
-    path = tmp_path / "bad-root.elf"
-    write_elf_core(str(path), {"aarch64": "arm64"}.get(arch, arch or ""), little, notes, chunks + [(bad, filler)])
-    return open_image(str(path)), bad
 
 
 # -- no warning on real captures ---------------------------------------------------------------
